@@ -26,12 +26,14 @@ def check_features(X, *, name: str = "X", dtype=np.float32) -> np.ndarray:
         )
     if X.ndim == 0:
         raise ValueError(f"{name} must be 2-D (n_samples, n_features); got a scalar.")
-    X = X.reshape(X.shape[0], -1)
     if X.shape[0] == 0:
         raise ValueError(f"{name} is empty: it has 0 samples.")
+    X = X.reshape(X.shape[0], -1)
     if X.shape[1] == 0:
         raise ValueError(f"{name} has 0 features per sample.")
     X = np.ascontiguousarray(X, dtype=dtype)
+    if not X.flags.writeable:  # read-only memmaps: torch.from_numpy needs a writable buffer
+        X = X.copy()
     # One float64 sum is finite exactly when no entry is NaN/inf (barring overflow): a cheap first test.
     if not np.isfinite(X.sum(dtype=np.float64)) and not np.isfinite(X).all():
         bad = np.flatnonzero(~np.isfinite(X).all(axis=1))

@@ -1,0 +1,5 @@
+"""Clustering algorithms that work on feature vectors."""
+
+from .kmeans import KMeans
+
+__all__ = ["KMeans"]

@@ -1,0 +1,371 @@
+"""k-means, our own: PyTorch, k-means++ seeding, chunked distances, CPU or GPU.
+
+``KMeans`` follows scikit-learn's estimator contract. Three things make it fast on large image sets:
+
+1. **Subsampled seeding.** Each of the ``n_init`` seedings runs k-means++ and Lloyd on a random subset of
+   ``init_size`` points; only the best of them (lowest inertia on the subset) is refined on all points.
+   The ``n_init`` restarts therefore cost a fraction of one full run. ``init_size=None`` turns this off
+   and runs every restart on all points, as scikit-learn does.
+2. **Elkan's bounds** skip the rows that cannot change cluster (see ``_lloyd.py``).
+3. **float32 GEMM distances** in row chunks: memory beyond ``X`` is O(chunk_size * n_clusters).
+
+``algorithm="minibatch"`` (Sculley 2010) reads ``X`` by index one batch at a time, so ``X`` may be a
+``numpy.memmap`` larger than memory. ``backend="sklearn"`` and ``backend="faiss"`` delegate to those
+libraries with the same parameters.
+"""
+
+from __future__ import annotations
+
+import numbers
+import time
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+
+from .._validation import (
+    check_features,
+    check_n_clusters,
+    check_positive_int,
+    check_random_state,
+    resolve_device,
+)
+from ..progress import progress
+from . import _lloyd
+
+_BACKENDS = ("torch", "sklearn", "faiss")
+_ALGORITHMS = ("lloyd", "minibatch")
+
+
+class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
+    """k-means clustering with k-means++ seeding.
+
+    Parameters
+    ----------
+    n_clusters : int, default=8
+        Number of clusters k.
+    init : {"k-means++", "random"} or array of shape (n_clusters, n_features), default="k-means++"
+        Seeding: greedy k-means++, k distinct random points, or given centres (then ``n_init`` is 1).
+    n_init : int, default=10
+        Number of seedings; the one with the lowest inertia is kept.
+    max_iter : int, default=300
+        Most Lloyd iterations per run (for ``algorithm="minibatch"``: passes over the data).
+    tol : float, default=1e-4
+        Stop when the summed squared centre shift falls below ``tol`` times the mean feature variance
+        (scikit-learn's criterion), or when no label changes.
+    init_size : "auto", int or None, default="auto"
+        Points used for each seeding and its warm-up Lloyd run. "auto" uses all points below 20,000
+        samples, else ``max(n_samples // 8, 100 * n_clusters)``. None uses all points.
+    algorithm : {"lloyd", "minibatch"}, default="lloyd"
+        Full-batch Lloyd (exact) or mini-batch k-means for data that does not fit in memory.
+    batch_size : int, default=4096
+        Rows per mini-batch for ``algorithm="minibatch"``.
+    backend : {"torch", "sklearn", "faiss"}, default="torch"
+        Our implementation, or scikit-learn's / faiss's (``pip install deepclust[faiss]``).
+    device : str, default="cpu"
+        "cpu", "cuda" or "auto" (torch backend only).
+    chunk_size : int, default=16384
+        Rows per distance block; bounds the memory used beyond ``X``.
+    random_state : int, numpy Generator or None, default=None
+        Seed for seeding and subsampling; the same seed gives the same clusters on the CPU.
+    verbose : bool, default=False
+        Show a progress bar over restarts / epochs.
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray of shape (n_clusters, n_features), float32
+    labels_ : ndarray of shape (n_samples,), int64
+    inertia_ : float
+        Sum of squared distances of samples to their closest centre.
+    n_iter_ : int
+        Iterations of the kept run on all points.
+    n_empty_repaired_ : int
+        Empty clusters re-seeded during the kept run.
+    n_features_in_ : int
+
+    References
+    ----------
+    Arthur & Vassilvitskii, "k-means++: the advantages of careful seeding", SODA 2007.
+    Elkan, "Using the triangle inequality to accelerate k-means", ICML 2003.
+    Sculley, "Web-scale k-means clustering", WWW 2010.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from deepclust import KMeans
+    >>> X = np.array([[0, 0], [0, 1], [10, 10], [10, 11]], dtype=np.float32)
+    >>> km = KMeans(n_clusters=2, random_state=0).fit(X)
+    >>> sorted(np.bincount(km.labels_).tolist())
+    [2, 2]
+    """
+
+    def __init__(self, n_clusters: int = 8, *, init="k-means++", n_init: int = 10, max_iter: int = 300,
+                 tol: float = 1e-4, init_size="auto", algorithm: str = "lloyd", batch_size: int = 4096,
+                 backend: str = "torch", device: str = "cpu", chunk_size: int = 16384,
+                 random_state=None, verbose: bool = False):
+        self.n_clusters = n_clusters
+        self.init = init
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.init_size = init_size
+        self.algorithm = algorithm
+        self.batch_size = batch_size
+        self.backend = backend
+        self.device = device
+        self.chunk_size = chunk_size
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y=None) -> KMeans:
+        """Compute the clusters of ``X`` (n_samples, n_features) or images (n_samples, ...)."""
+        self._check_params()
+        rng = check_random_state(self.random_state)
+        if self.algorithm == "minibatch" and self.backend == "torch":
+            return self._fit_minibatch(X, rng)
+        X = check_features(X)
+        n_clusters = check_n_clusters(self.n_clusters, X.shape[0])
+        init = self._check_init(X.shape[1])
+        start = time.perf_counter()
+        if self.backend == "sklearn":
+            self._fit_sklearn(X, n_clusters, init, rng)
+        elif self.backend == "faiss":
+            self._fit_faiss(X, n_clusters, init, rng)
+        else:
+            self._fit_torch(X, n_clusters, init, rng)
+        self.n_features_in_ = X.shape[1]
+        self.fit_seconds_ = time.perf_counter() - start
+        return self
+
+    def _fit_torch(self, X: np.ndarray, k: int, init, rng: np.random.Generator) -> None:
+        device = resolve_device(self.device)
+        # Centre a copy (as sklearn does): float32 GEMM distances lose digits far from the origin.
+        mean = X.mean(axis=0, dtype=np.float64).astype(np.float32)
+        Xt = torch.from_numpy(X).to(device) - torch.from_numpy(mean).to(device)
+        if not isinstance(init, str):
+            init = init - mean
+        chunk = self.chunk_size
+        x_sq = _lloyd.squared_norms(Xt, chunk)
+        tol = self.tol * _mean_variance(Xt, x_sq)
+        n = X.shape[0]
+        m = self._resolve_init_size(n, k)
+        n_init = 1 if not isinstance(init, str) else self.n_init
+
+        best = None
+        for _ in progress(range(n_init), desc="k-means restarts", enabled=self.verbose and n_init > 1):
+            if m < n:  # seed and warm up on a random subset
+                sub = torch.as_tensor(np.sort(rng.choice(n, size=m, replace=False)), device=device)
+                Xs, xs_sq = Xt[sub], x_sq[sub]
+            else:
+                Xs, xs_sq = Xt, x_sq
+            centers = self._seed(Xs, xs_sq, k, init, rng)
+            run = _lloyd.lloyd(Xs, xs_sq, centers, max_iter=self.max_iter, tol=tol, chunk_size=chunk)
+            if best is None or run.inertia < best.inertia:
+                best = run
+        if m < n:  # refine the best warm start on every point
+            best = _lloyd.lloyd(Xt, x_sq, best.centers, max_iter=self.max_iter, tol=tol, chunk_size=chunk)
+        self.cluster_centers_ = best.centers.cpu().numpy() + mean
+        self.labels_ = best.labels.cpu().numpy()
+        self.inertia_ = best.inertia
+        self.n_iter_ = best.n_iter
+        self.n_empty_repaired_ = best.n_repaired
+
+    def _seed(self, X, x_sq, k, init, rng) -> torch.Tensor:
+        if not isinstance(init, str):
+            return torch.as_tensor(init, dtype=X.dtype, device=X.device)
+        if init == "random":
+            return X[torch.as_tensor(rng.choice(X.shape[0], size=k, replace=False), device=X.device)].clone()
+        return _lloyd.kmeans_plusplus(X, x_sq, k, rng, self.chunk_size)
+
+    def _fit_minibatch(self, X, rng: np.random.Generator) -> KMeans:
+        """Mini-batch k-means: centres move towards each batch with per-centre rate 1 / count."""
+        n = _n_rows(X)
+        k = check_n_clusters(self.n_clusters, n)
+        device = resolve_device(self.device)
+        batch = min(check_positive_int(self.batch_size, "batch_size"), n)
+        m = min(n, max(self._resolve_init_size(n, k), batch, 3 * k))
+        seed_rows = check_features(_read_rows(X, np.sort(rng.choice(n, size=m, replace=False))))
+        init = self._check_init(seed_rows.shape[1])
+        Xs = torch.from_numpy(seed_rows).to(device)
+        xs_sq = _lloyd.squared_norms(Xs, self.chunk_size)
+        best = None
+        for _ in range(1 if not isinstance(init, str) else self.n_init):
+            centers = self._seed(Xs, xs_sq, k, init, rng)
+            run = _lloyd.lloyd(Xs, xs_sq, centers, max_iter=self.max_iter, tol=0.0,
+                               chunk_size=self.chunk_size)
+            if best is None or run.inertia < best.inertia:
+                best = run
+        centers = best.centers.double()
+        counts = torch.zeros(k, dtype=torch.float64, device=device)
+        steps = 0
+        bar = progress(range(self.max_iter), desc="mini-batch k-means", unit="epoch", enabled=self.verbose)
+        for _ in bar:
+            order = rng.permutation(n)
+            moved = 0.0
+            for start in range(0, n, batch):
+                rows = torch.from_numpy(check_features(_read_rows(X, np.sort(order[start:start + batch]))))
+                rows = rows.to(device).double()
+                labels, _ = _lloyd.assign(rows, (rows * rows).sum(1), centers, self.chunk_size)
+                sums = torch.zeros_like(centers).index_add_(0, labels, rows)
+                batch_counts = torch.bincount(labels, minlength=k).to(torch.float64)
+                counts += batch_counts
+                rate = (batch_counts / counts.clamp(min=1)).unsqueeze(1)  # per-centre learning rate
+                target = sums / batch_counts.clamp(min=1).unsqueeze(1)
+                step = rate * (target - centers)
+                centers += step
+                moved += float((step ** 2).sum())
+                steps += 1
+            bar.set_postfix(shift=f"{moved:.3g}")
+            if moved == 0.0:
+                break
+        centers = centers.to(torch.float32)
+        self.labels_, inertia = self._predict_chunked(X, centers)
+        self.cluster_centers_ = centers.cpu().numpy()
+        self.inertia_ = inertia
+        self.n_iter_ = steps
+        self.n_empty_repaired_ = 0
+        self.n_features_in_ = self.cluster_centers_.shape[1]
+        return self
+
+    def _fit_sklearn(self, X, k, init, rng) -> None:
+        from sklearn.cluster import KMeans as SKKMeans
+        from sklearn.cluster import MiniBatchKMeans
+
+        seed = int(rng.integers(2**31 - 1))
+        common = dict(n_clusters=k, init=init, max_iter=self.max_iter, tol=self.tol, random_state=seed,
+                      n_init=1 if not isinstance(init, str) else self.n_init)
+        if self.algorithm == "minibatch":
+            est = MiniBatchKMeans(batch_size=self.batch_size, **common).fit(X)
+        else:
+            est = SKKMeans(**common).fit(X)
+        self.cluster_centers_ = est.cluster_centers_.astype(np.float32)
+        self.labels_ = est.labels_.astype(np.int64)
+        self.inertia_ = float(est.inertia_)
+        self.n_iter_ = int(est.n_iter_)
+        self.n_empty_repaired_ = 0
+
+    def _fit_faiss(self, X, k, init, rng) -> None:
+        try:
+            import faiss
+        except ImportError:
+            raise ImportError(
+                "backend='faiss' needs the faiss package: pip install 'deepclust[faiss]' (or faiss-cpu)."
+            ) from None
+        seed = int(rng.integers(2**31 - 1))
+        nredo = self.n_init if isinstance(init, str) else 1  # given centres: every redo would repeat it
+        km = faiss.Kmeans(X.shape[1], k, niter=self.max_iter, nredo=nredo, seed=seed,
+                          max_points_per_centroid=X.shape[0], spherical=False, verbose=False,
+                          gpu=resolve_device(self.device).type == "cuda")
+        if isinstance(init, str):
+            km.train(X)
+        else:
+            km.train(X, init_centroids=np.ascontiguousarray(init, dtype=np.float32))
+        dist, labels = km.index.search(X, 1)
+        self.cluster_centers_ = km.centroids.astype(np.float32)
+        self.labels_ = labels[:, 0].astype(np.int64)
+        self.inertia_ = float(dist.sum(dtype=np.float64))
+        self.n_iter_ = self.max_iter
+        self.n_empty_repaired_ = 0
+
+    # --------------------------------------------------------------- prediction
+    def predict(self, X) -> np.ndarray:
+        """Index of the nearest centre for each sample: (n_samples,) int64."""
+        self._check_fitted(X)
+        labels, _ = self._predict_chunked(X, torch.from_numpy(self.cluster_centers_))
+        return labels
+
+    def fit_predict(self, X, y=None) -> np.ndarray:
+        return self.fit(X).labels_
+
+    def transform(self, X) -> np.ndarray:
+        """Euclidean distance of each sample to each centre: (n_samples, n_clusters) float32."""
+        self._check_fitted(X)
+        X = torch.from_numpy(check_features(X))
+        C = torch.from_numpy(self.cluster_centers_)
+        return _lloyd.all_distances(X, _lloyd.squared_norms(X, self.chunk_size), C, self.chunk_size).numpy()
+
+    def score(self, X, y=None) -> float:
+        """Opposite of the inertia of ``X`` under the fitted centres (higher is better)."""
+        self._check_fitted(X)
+        return -self._predict_chunked(X, torch.from_numpy(self.cluster_centers_))[1]
+
+    def _predict_chunked(self, X, centers: torch.Tensor):
+        """Labels and inertia, reading ``X`` one chunk of rows at a time (works on memmaps)."""
+        n = _n_rows(X)
+        labels = np.empty(n, dtype=np.int64)
+        inertia = 0.0
+        centers = centers.to(torch.float32).cpu()
+        for start in range(0, n, self.chunk_size):
+            rows = torch.from_numpy(check_features(_read_rows(X, slice(start, start + self.chunk_size))))
+            lab, dist = _lloyd.assign(rows, _lloyd.squared_norms(rows, self.chunk_size), centers,
+                                      self.chunk_size)
+            labels[start:start + rows.shape[0]] = lab.numpy()
+            inertia += float(dist.sum(dtype=torch.float64))
+        return labels, inertia
+
+    # --------------------------------------------------------------- validation
+    def _check_params(self) -> None:
+        if self.backend not in _BACKENDS:
+            raise ValueError(f"backend must be one of {_BACKENDS}; got {self.backend!r}.")
+        if self.algorithm not in _ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {_ALGORITHMS}; got {self.algorithm!r}.")
+        check_positive_int(self.n_init, "n_init")
+        check_positive_int(self.max_iter, "max_iter")
+        check_positive_int(self.chunk_size, "chunk_size")
+        if not isinstance(self.tol, numbers.Real) or self.tol < 0:
+            raise ValueError(f"tol must be a number >= 0; got {self.tol!r}.")
+        if not (self.init_size is None or self.init_size == "auto"
+                or (isinstance(self.init_size, numbers.Integral) and self.init_size >= 1)):
+            raise ValueError(f"init_size must be 'auto', None or an integer >= 1; got {self.init_size!r}.")
+
+    def _check_init(self, n_features: int):
+        if isinstance(self.init, str):
+            if self.init not in ("k-means++", "random"):
+                raise ValueError(f"init must be 'k-means++', 'random' or an array; got {self.init!r}.")
+            return self.init
+        init = np.asarray(self.init, dtype=np.float32)
+        if init.shape != (self.n_clusters, n_features):
+            raise ValueError(f"init centres must have shape (n_clusters, n_features) = "
+                             f"({self.n_clusters}, {n_features}); got {init.shape}.")
+        return check_features(init, name="init")
+
+    def _resolve_init_size(self, n: int, k: int) -> int:
+        if self.init_size is None:
+            return n
+        if self.init_size == "auto":
+            return n if n < 20_000 else min(n, max(n // 8, 100 * k))
+        return max(min(int(self.init_size), n), k)
+
+    def _check_fitted(self, X) -> None:
+        if not hasattr(self, "cluster_centers_"):
+            raise RuntimeError("This KMeans instance is not fitted yet; call fit(X) first.")
+        n_features = int(np.prod(np.shape(X)[1:])) if np.ndim(X) > 1 else None
+        if n_features is not None and n_features != self.n_features_in_:
+            raise ValueError(f"X has {n_features} features, but KMeans was fitted with "
+                             f"{self.n_features_in_} features.")
+
+
+def _mean_variance(X: torch.Tensor, x_sq: torch.Tensor) -> float:
+    """Mean over features of the per-feature variance: (sum_i ||x_i||^2 / n - ||mean||^2) / d."""
+    mean = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
+    for start in range(0, X.shape[0], 1024):  # a float64 sum of all of X at once copies X to float64
+        mean += X[start:start + 1024].sum(dim=0, dtype=torch.float64)
+    mean /= X.shape[0]
+    total = float(x_sq.sum(dtype=torch.float64)) / X.shape[0] - float((mean * mean).sum())
+    return max(total, 0.0) / X.shape[1]
+
+
+def _n_rows(X) -> int:
+    if not hasattr(X, "shape") or len(X.shape) < 2:
+        raise ValueError(f"X must be 2-D (n_samples, n_features) or images (n_samples, ...); got {type(X)}.")
+    return int(X.shape[0])
+
+
+def _read_rows(X, index) -> np.ndarray:
+    """Rows of ``X`` as a 2-D array; works on numpy arrays, memmaps, h5py datasets and tensors."""
+    rows = X[index]
+    if isinstance(rows, torch.Tensor):
+        rows = rows.detach().cpu().numpy()
+    rows = np.asarray(rows)
+    return rows.reshape(rows.shape[0], -1)
