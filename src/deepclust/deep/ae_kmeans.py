@@ -1,0 +1,17 @@
+"""AE + k-means: k-means on the embedding of a pretrained autoencoder (the seeds' second step)."""
+
+from __future__ import annotations
+
+from .base import DeepClusterer, Initialization
+
+
+class AEKMeans(DeepClusterer):
+    """Pretrain an autoencoder, then run k-means on its embedding; nothing is fine-tuned.
+
+    All parameters are those of :class:`~deepclust.deep.base.DeepClusterer`.
+    """
+
+    def _fit_clusters(self, X, init: Initialization, y=None) -> None:
+        self.cluster_centers_ = init.centers
+        self.labels_ = init.labels.astype("int64")
+        self._log({"stage": "cluster", "iteration": 0}, y, self.labels_)

@@ -1,0 +1,256 @@
+"""The shared pipeline of the autoencoder-based methods: pretrain, embed, cluster, written once.
+
+Each method (``AEKMeans``, ``DEC``, ``IDEC``, ``DCN``, ``N2D``) subclasses ``DeepClusterer`` and adds only
+its clustering stage (``_fit_clusters``) and its way to assign new points (``_assign``). The
+stages compose: an embedding stage (the autoencoder), an optional manifold stage (N2D), a clustering
+stage.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+
+from .._validation import check_n_clusters, check_positive_int, resolve_device
+from ..cluster import KMeans
+from ..models import Autoencoder, build_autoencoder, default_architecture
+from . import checkpoint
+from .training import TrainSettings, encode, make_optimizer, pretrain_layerwise, train_autoencoder
+
+
+@dataclass(frozen=True)
+class Initialization:
+    """What every method starts its clustering stage from."""
+
+    autoencoder: Autoencoder
+    embedding: torch.Tensor  # (n_samples, embedding_dim), in data order
+    labels: np.ndarray  # (n_samples,) k-means labels of the embedding
+    centers: np.ndarray  # (n_clusters, embedding_dim)
+
+
+class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
+    """Base class: autoencoder pretraining, then k-means on the embedding, then a method's own stage.
+
+    Parameters shared by every method
+    ---------------------------------
+    n_clusters : int, default=10
+    arch : str, dict or None, default=None
+        A shipped architecture name (``deepclust.models.list_architectures()``), a path to a JSON/YAML
+        layer list, or a spec dict. None picks ``default_architecture`` for the data's shape.
+    pretrain_epochs : int, default=50
+        Epochs of end-to-end autoencoder training (0 with ``autoencoder`` given: reuse it as is).
+    layerwise_epochs : int, default=0
+        Epochs per layer of greedy denoising pretraining before the end-to-end stage (dense stacks only;
+        the DEC paper's recipe).
+    batch_size, lr, optimizer, loss, noise, augment :
+        Pretraining settings (see ``deepclust.deep.training.TrainSettings``).
+    autoencoder : Autoencoder or None
+        A pretrained autoencoder to start from (methods of one seed share one, as the papers do).
+    n_init : int, default=20
+        k-means restarts on the embedding.
+    device : str, default="cpu"
+    random_state : int or None
+    verbose : bool or None
+        Progress bars (None: on a terminal).
+    checkpoint_dir : str or None
+        Where to save a checkpoint after every epoch; ``fit`` resumes from one found there.
+
+    Attributes
+    ----------
+    labels_, cluster_centers_ (in embedding space), embedding_ (n_samples, d) float32,
+    autoencoder_, history_ (list of dicts, one per epoch or target update), n_features_in_.
+    """
+
+    def __init__(self, n_clusters: int = 10, *, arch=None, pretrain_epochs: int = 50,
+                 layerwise_epochs: int = 0, batch_size: int = 256, lr: float = 1e-3,
+                 optimizer: str = "adam", loss: str = "mse", noise: float = 0.0, augment: bool = False,
+                 autoencoder: Autoencoder | None = None, n_init: int = 20, device: str = "cpu",
+                 random_state=None, verbose=None, checkpoint_dir=None):
+        self.n_clusters = n_clusters
+        self.arch = arch
+        self.pretrain_epochs = pretrain_epochs
+        self.layerwise_epochs = layerwise_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.loss = loss
+        self.noise = noise
+        self.augment = augment
+        self.autoencoder = autoencoder
+        self.n_init = n_init
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.checkpoint_dir = checkpoint_dir
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        """Parameters of every ``__init__`` in the hierarchy, so subclasses may take ``**kwargs``."""
+        names = set()
+        for klass in cls.__mro__:
+            if "__init__" in vars(klass) and issubclass(klass, DeepClusterer):
+                params = inspect.signature(klass.__init__).parameters.values()
+                names |= {p.name for p in params if p.name != "self"
+                          and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        return sorted(names)
+
+    # ----------------------------------------------------------------- public
+    def fit(self, X, y=None):
+        """Pretrain (or reuse) the autoencoder, cluster its embedding, then run the method's stage.
+
+        ``y`` is never used for training; when given, the history logs ACC/NMI against it.
+        """
+        X = as_image_tensor(X)
+        k = check_n_clusters(self.n_clusters, X.shape[0])
+        self._device = resolve_device(self.device)
+        seed = 0 if self.random_state is None else int(self.random_state)
+        torch.manual_seed(seed)
+        self._generator = torch.Generator().manual_seed(seed)
+        self.history_ = []
+        start = time.perf_counter()
+        init = self.pretrain(X, k)
+        self._fit_clusters(X, init, y)
+        self.embedding_ = self._embed(X).numpy()
+        self.n_features_in_ = int(np.prod(X.shape[1:]))
+        self.fit_seconds_ = time.perf_counter() - start
+        return self
+
+    def pretrain(self, X: torch.Tensor, n_clusters: int) -> Initialization:
+        """The embedding stage: the (restored, reused or newly trained) autoencoder and k-means on it."""
+        ckpt = self._checkpoint()
+        model = self._build_or_reuse(X)
+        settings = self.train_settings(self.pretrain_epochs)
+        optimizer = make_optimizer(model.parameters(), settings)
+        state = ckpt.load("pretrain") if ckpt else None
+        start_epoch = 0
+        if state is not None:  # resume: weights, optimizer, shuffling stream and history
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            self._generator.set_state(state["generator"])
+            self.history_ = list(state["history"])
+            start_epoch = int(state["epoch"])
+        elif self.layerwise_epochs > 0 and self.autoencoder is None:
+            rows = pretrain_layerwise(model, X, self.train_settings(self.layerwise_epochs),
+                                      device=self._device, generator=self._generator,
+                                      show_progress=self.verbose)
+            self.history_ += [{"stage": "layerwise", **r} for r in rows]
+
+        def on_epoch(epoch: int, row: dict) -> None:
+            self.history_.append({"stage": "pretrain", **row})
+            if ckpt:
+                ckpt.save("pretrain", model=model.state_dict(), optimizer=optimizer.state_dict(),
+                          generator=self._generator.get_state(), epoch=epoch, history=self.history_)
+
+        if start_epoch < settings.epochs:
+            train_autoencoder(model, X, settings, device=self._device, generator=self._generator,
+                              optimizer=optimizer, start_epoch=start_epoch, on_epoch=on_epoch,
+                              show_progress=self.verbose)
+        self.autoencoder_ = model.eval()
+        Z = self._embed(X)
+        km = KMeans(n_clusters, n_init=self.n_init, init_size=None, random_state=self._seed()).fit(Z.numpy())
+        return Initialization(model, Z, km.labels_, km.cluster_centers_)
+
+    def predict(self, X) -> np.ndarray:
+        """Cluster of each sample of ``X`` under the fitted model."""
+        self._check_fitted()
+        return self._assign(self._embed(as_image_tensor(X)))
+
+    def fit_predict(self, X, y=None) -> np.ndarray:
+        return self.fit(X, y).labels_
+
+    def transform(self, X) -> np.ndarray:
+        """The embedding of ``X``: (n_samples, embedding_dim) float32."""
+        self._check_fitted()
+        return self._embed(as_image_tensor(X)).numpy()
+
+    def train_settings(self, epochs: int) -> TrainSettings:
+        return TrainSettings(epochs=epochs, batch_size=check_positive_int(self.batch_size, "batch_size"),
+                             lr=self.lr, optimizer=self.optimizer, loss=self.loss, noise=self.noise,
+                             augment=self.augment)
+
+    # --------------------------------------------------------- for subclasses
+    def _fit_clusters(self, X: torch.Tensor, init: Initialization, y=None) -> None:
+        raise NotImplementedError
+
+    def _assign(self, Z: torch.Tensor) -> np.ndarray:
+        """Default assignment: the nearest centre in embedding space."""
+        C = torch.as_tensor(self.cluster_centers_, dtype=Z.dtype)
+        return torch.cdist(Z, C).argmin(dim=1).numpy()
+
+    def _extra_tensors(self) -> dict:
+        """Fitted arrays saved beside the autoencoder weights (see ``checkpoint.save_model``)."""
+        return {"cluster_centers": self.cluster_centers_}
+
+    def _restore_extra_tensors(self, tensors: dict) -> None:
+        self.cluster_centers_ = tensors["cluster_centers"].numpy()
+
+    # ---------------------------------------------------------------- helpers
+    def _embed(self, X: torch.Tensor) -> torch.Tensor:
+        return encode(self.autoencoder_, X, device=self._device)
+
+    def _seed(self) -> int:
+        return int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator))
+
+    def _build_or_reuse(self, X: torch.Tensor) -> Autoencoder:
+        if self.autoencoder is not None:
+            import copy
+
+            model = copy.deepcopy(self.autoencoder)  # never train the caller's module in place
+            if tuple(model.input_shape) != tuple(X.shape[1:]):
+                raise ValueError(f"The given autoencoder expects inputs of shape {tuple(model.input_shape)}; "
+                                 f"the data has shape {tuple(X.shape[1:])}.")
+            return model.to(self._device)
+        shape = tuple(X.shape[1:])
+        spec = self.arch if self.arch is not None else default_architecture(shape, self.n_clusters)
+        return build_autoencoder(spec, input_shape=shape).to(self._device)
+
+    def _checkpoint(self) -> checkpoint.TrainingState | None:
+        return checkpoint.TrainingState(Path(self.checkpoint_dir)) if self.checkpoint_dir else None
+
+    def _log(self, row: dict, y, labels: np.ndarray) -> dict:
+        if y is not None:
+            from ..metrics import clustering_accuracy, normalized_mutual_info
+
+            row = {**row, "acc": clustering_accuracy(y, labels), "nmi": normalized_mutual_info(y, labels)}
+        self.history_.append(row)
+        return row
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "autoencoder_"):
+            raise RuntimeError(f"This {type(self).__name__} instance is not fitted yet; call fit(X) first.")
+
+
+def as_image_tensor(X) -> torch.Tensor:
+    """Images as a float32 tensor (N, C, H, W).
+
+    numpy arrays follow deepclust's image layout: (N, H, W, C) or (N, H, W); uint8 is scaled to [0, 1].
+    torch tensors follow torch's: (N, C, H, W). 2-D (N, d) features become (N, 1, 1, d).
+    """
+    if isinstance(X, torch.Tensor):
+        t = X.detach().cpu()
+        channels_last = False
+    else:
+        X = np.asarray(X)
+        t = torch.from_numpy(np.ascontiguousarray(X))
+        channels_last = True
+    if t.dim() not in (2, 3, 4):
+        raise ValueError(f"X must be images (N, H, W[, C]) or features (N, d); got shape {tuple(t.shape)}.")
+    if t.shape[0] == 0:
+        raise ValueError("X is empty: it has 0 samples.")
+    scale = t.dtype == torch.uint8
+    t = t.float() / 255.0 if scale else t.float()
+    if t.dim() == 2:
+        t = t[:, None, None, :]
+    elif t.dim() == 3:
+        t = t[:, None]
+    elif channels_last:
+        t = t.permute(0, 3, 1, 2)
+    if not torch.isfinite(t).all():
+        raise ValueError("X contains NaN or infinite values; remove or impute them before clustering.")
+    return t.contiguous()

@@ -1,0 +1,110 @@
+"""Saving and loading: safe formats only, atomic writes.
+
+- A fitted model is ``model.safetensors`` (weights and cluster centres) plus ``model.json`` (the
+  estimator's class and parameters and the architecture spec): nothing is unpickled on load.
+- Training state for resuming (``<stage>.pt``: weights, optimizer state, random stream, epoch,
+  history) is written with ``torch.save`` after every epoch and read back with
+  ``torch.load(weights_only=True)``, which refuses arbitrary Python objects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from .._io import atomic_open, write_json
+
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_CONFIG = "model.json"
+
+
+class TrainingState:
+    """Per-stage resumable state in one folder: ``save(stage, **state)`` / ``load(stage)``."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+
+    def path(self, stage: str) -> Path:
+        return self.folder / f"{stage}.pt"
+
+    def save(self, stage: str, **state) -> None:
+        with atomic_open(self.path(stage), "wb") as f:
+            torch.save(state, f)
+
+    def load(self, stage: str) -> dict | None:
+        path = self.path(stage)
+        if not path.is_file():
+            return None
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_model(estimator, folder: str | os.PathLike) -> Path:
+    """Write a fitted deep clusterer to ``folder`` (``model.safetensors`` + ``model.json``)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = estimator.autoencoder_
+    tensors = {f"autoencoder.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for name, value in estimator._extra_tensors().items():
+        tensors[name] = torch.as_tensor(np.asarray(value)).contiguous()
+    params = {k: v for k, v in estimator.get_params(deep=False).items() if k != "autoencoder"}
+    config = {
+        "class": type(estimator).__name__,
+        "params": _jsonable(params),
+        "spec": model.spec,
+        "input_shape": list(model.input_shape),
+    }
+    with atomic_open(folder / MODEL_WEIGHTS, "wb") as f:
+        f.write(_safetensors_bytes(tensors))
+    write_json(folder / MODEL_CONFIG, config)
+    return folder
+
+
+def load_model(folder: str | os.PathLike):
+    """Rebuild a fitted deep clusterer saved by :func:`save_model`."""
+    from ..models import build_autoencoder
+    from . import METHODS_BY_CLASS
+
+    folder = Path(folder)
+    if not (folder / MODEL_CONFIG).is_file():
+        raise FileNotFoundError(f"No saved model in {folder}: expected {MODEL_CONFIG} and {MODEL_WEIGHTS}.")
+    config = json.loads((folder / MODEL_CONFIG).read_text())
+    cls = METHODS_BY_CLASS.get(config["class"])
+    if cls is None:
+        raise ValueError(f"{folder / MODEL_CONFIG} names an unknown class {config['class']!r}.")
+    tensors = load_file(str(folder / MODEL_WEIGHTS))
+    estimator = cls(**config["params"])
+    model = build_autoencoder(config["spec"], input_shape=tuple(config["input_shape"]))
+    prefix = "autoencoder."
+    model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    estimator.autoencoder_ = model.eval()
+    estimator._restore_extra_tensors({k: v for k, v in tensors.items() if not k.startswith(prefix)})
+    from .._validation import resolve_device
+
+    estimator._device = resolve_device("cpu")
+    estimator.n_features_in_ = int(np.prod(config["input_shape"]))
+    return estimator
+
+
+def _safetensors_bytes(tensors: dict) -> bytes:
+    from safetensors.torch import save
+
+    return save(tensors)
+
+
+def _jsonable(params: dict) -> dict:
+    out = {}
+    for key, value in params.items():
+        try:
+            json.dumps(value)
+            out[key] = value
+        except TypeError:
+            out[key] = str(value)
+    return out
+
+
+__all__ = ["TrainingState", "save_model", "load_model"]

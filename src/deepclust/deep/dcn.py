@@ -1,0 +1,114 @@
+"""DCN: k-means loss plus reconstruction, with running-mean centre updates.
+
+Reference: Yang, Fu, Sidiropoulos & Hong, "Towards k-means-friendly spaces: simultaneous deep
+learning and clustering", ICML 2017.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..progress import progress
+from .base import DeepClusterer, Initialization
+from .training import encode, make_optimizer, minibatches, reconstruction_loss
+
+
+def kmeans_loss(z: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ||z_i - mu_{s_i}||^2 (DCN eq. 5's clustering term, without lambda/2)."""
+    return (z - centers[labels]).pow(2).sum(dim=1).mean()
+
+
+def update_centers(centers: torch.Tensor, counts: torch.Tensor, z: torch.Tensor,
+                   labels: torch.Tensor) -> None:
+    """In place: DCN's per-sample step mu_k <- mu_k - (1 / c_k) (mu_k - z_i) (eq. 8) for a whole batch.
+
+    Applied sample by sample with c_k counting every update so far, the step keeps each centre the
+    running mean of everything assigned to it, so one batch gives
+    mu_k <- (c_k mu_k + sum_{i in k} z_i) / (c_k + m_k), which is what is computed here.
+    """
+    k = centers.shape[0]
+    batch_sums = torch.zeros_like(centers).index_add_(0, labels, z)  # (k, d)
+    batch_counts = torch.bincount(labels, minlength=k).to(counts.dtype)  # (k,)
+    new_counts = counts + batch_counts
+    centers.mul_((counts / new_counts).unsqueeze(1)).add_(batch_sums / new_counts.unsqueeze(1))
+    counts.copy_(new_counts)
+
+
+class DCN(DeepClusterer):
+    """Deep Clustering Network: minimise reconstruction + (lambda / 2) * k-means loss in the embedding.
+
+    For each batch: assign each embedding to its nearest centre, update those centres as running means,
+    then take a gradient step on the network with the centres fixed. After each epoch the centres are
+    re-computed on the whole embedding, since the running means lag behind a network that keeps moving.
+
+    Parameters (besides :class:`~deepclust.deep.base.DeepClusterer`'s)
+    ----------
+    clustering_epochs : int, default=50
+    lam : float, default=0.05
+        Weight lambda of the k-means term (the loss uses lambda / 2, as the paper). Larger values
+        pull the embedding towards the centres faster and, with a short pretraining, can merge
+        clusters; 0.05 is ClustPy's default.
+    cluster_lr : float or None, default=None
+        Learning rate of the clustering stage (None: ``lr``).
+    """
+
+    def __init__(self, n_clusters: int = 10, *, clustering_epochs: int = 50, lam: float = 0.05,
+                 cluster_lr: float | None = None, **kwargs):
+        super().__init__(n_clusters, **kwargs)
+        self.clustering_epochs = clustering_epochs
+        self.lam = lam
+        self.cluster_lr = cluster_lr
+
+    def _fit_clusters(self, X, init: Initialization, y=None) -> None:
+        import dataclasses
+
+        model = init.autoencoder
+        settings = self.train_settings(self.clustering_epochs)
+        lr = self.cluster_lr if self.cluster_lr is not None else self.lr
+        optimizer = make_optimizer(model.parameters(), dataclasses.replace(settings, lr=lr))
+        centers = torch.as_tensor(init.centers, dtype=torch.float32).to(self._device)
+        # The k-means centres count as 100 samples each (as in the public DCN code), so the first
+        # batches nudge them instead of replacing them.
+        counts = torch.full((centers.shape[0],), 100.0, device=self._device)
+        labels = init.labels.astype(np.int64)
+        self._log({"stage": "cluster", "epoch": 0}, y, labels)
+        bar = progress(range(self.clustering_epochs), desc="DCN", unit="epoch", enabled=self.verbose)
+        for epoch in bar:
+            model.train()
+            total = rec_total = km_total = 0.0
+            for idx in minibatches(X.shape[0], settings.batch_size, self._generator):
+                x = X[idx].to(self._device)
+                z, x_hat = model(x)
+                with torch.no_grad():
+                    assigned = torch.cdist(z, centers).argmin(dim=1)
+                    update_centers(centers, counts, z.detach(), assigned)
+                rec = reconstruction_loss(x_hat, x, self.loss)
+                km = kmeans_loss(z, centers, assigned)
+                loss = rec + 0.5 * self.lam * km
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                n = idx.numel()
+                total, rec_total, km_total = total + loss.item() * n, rec_total + rec.item() * n, \
+                    km_total + km.item() * n
+            # Re-centre on the whole embedding once per epoch: the network kept moving while the
+            # running means lagged behind (a k-means M-step, then the E-step for the labels).
+            Z = encode(model, X, device=self._device).to(self._device)
+            assigned = torch.cdist(Z, centers).argmin(dim=1)
+            sums = torch.zeros_like(centers).index_add_(0, assigned, Z)
+            sizes = torch.bincount(assigned, minlength=centers.shape[0]).to(Z.dtype)
+            nonempty = sizes > 0
+            centers[nonempty] = sums[nonempty] / sizes[nonempty].unsqueeze(1)
+            self.cluster_centers_ = centers.cpu().numpy()
+            new_labels = self._assign(Z.cpu())
+            delta = float(np.mean(new_labels != labels))
+            labels = new_labels
+            n = X.shape[0]
+            row = self._log({"stage": "cluster", "epoch": epoch + 1, "loss": total / n,
+                             "reconstruction": rec_total / n, "kmeans": km_total / n,
+                             "delta_label": delta}, y, labels)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", changed=f"{delta:.4f}")
+        model.eval()
+        self.cluster_centers_ = centers.cpu().numpy()
+        self.labels_ = labels
