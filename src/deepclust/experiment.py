@@ -1,0 +1,272 @@
+"""One clustering run from a config: load data, cluster, score, write the run folder.
+
+Every step is a plain function so tests and notebooks can call it without the command line.
+Bad input (unknown data set, missing files, bad k, NaN) fails *before* the run folder exists.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from ._io import write_json, write_npy, write_text
+from ._validation import check_features, check_n_clusters
+from .data import ImageDataset, load_dataset
+from .data.transforms import prepare_features
+from .deep import load_model, save_model
+from .methods import DEEP_METHODS, get_method
+from .metrics import evaluate_clustering
+from .models import default_architecture
+from .progress import progress_enabled
+from .runs import RunPaths, create_run_dir, set_status
+
+DEFAULT_DATASET = "digits"
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; saved as ``config.json`` in the run folder."""
+
+    dataset: str = DEFAULT_DATASET
+    data_dir: str | None = None
+    split: str = "all"
+    method: str = "kmeans"
+    n_clusters: int | None = None  # None: the number of classes of a labelled data set
+    seed: int = 0
+    out: str = "runs"
+    device: str = "cpu"
+    # features
+    grayscale: bool = False
+    size: int | None = None  # resize images to size x size
+    normalize: str | None = "unit"  # "unit" ([0, 1]), "standard" or None
+    # k-means
+    n_init: int = 10
+    backend: str = "torch"
+    max_iter: int = 300
+    # deep methods (ae-kmeans, dec, idec, dcn, n2d)
+    arch: str | None = None  # shipped name or path; None: default_architecture for the data's shape
+    pretrain_epochs: int = 50
+    cluster_epochs: int = 50
+    layerwise_epochs: int = 0
+    batch_size: int = 256
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    loss: str = "mse"
+    noise: float = 0.0
+    augment: bool = False
+    from_run: str | None = None  # reuse the autoencoder saved in this run folder
+    progress: bool | None = None  # None: show bars on a terminal
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RunResult:
+    paths: RunPaths
+    metrics: dict
+    labels: np.ndarray
+    dataset: ImageDataset
+
+
+def load_inputs(config: RunConfig) -> tuple[ImageDataset, np.ndarray, int]:
+    """Load the data set, turn it into features and resolve k; every error here is the user's input."""
+    dataset = load_dataset(config.dataset, data_dir=config.data_dir, split=config.split,
+                           size=config.size)
+    deep = config.method in DEEP_METHODS
+    X = prepare_features(dataset, grayscale=config.grayscale, normalize=config.normalize, flatten=not deep)
+    if not deep:
+        X = check_features(X)
+    elif not np.isfinite(X).all():
+        raise ValueError("The images contain NaN or infinite values after preprocessing.")
+    n_clusters = config.n_clusters
+    if n_clusters is None:
+        if dataset.labels is None:
+            raise ValueError(
+                f"{dataset.name!r} has no labels, so the number of clusters cannot be inferred: "
+                "pass --clusters K."
+            )
+        n_clusters = len(np.unique(dataset.labels))
+    return dataset, X, check_n_clusters(n_clusters, X.shape[0])
+
+
+def build_method(config: RunConfig, n_clusters: int, checkpoint_dir: Path | None = None):
+    """The estimator ``config`` asks for, with its parameters resolved."""
+    verbose = progress_enabled(config.progress)
+    if config.method not in DEEP_METHODS:
+        return get_method(config.method, n_clusters=n_clusters, n_init=config.n_init,
+                          max_iter=config.max_iter, backend=config.backend, device=config.device,
+                          random_state=config.seed, verbose=verbose)
+    params = dict(n_clusters=n_clusters, arch=config.arch, pretrain_epochs=config.pretrain_epochs,
+                  layerwise_epochs=config.layerwise_epochs, batch_size=config.batch_size, lr=config.lr,
+                  optimizer=config.optimizer, loss=config.loss, noise=config.noise, augment=config.augment,
+                  device=config.device, random_state=config.seed, verbose=verbose,
+                  checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
+    if config.method in ("dec", "idec", "dcn"):
+        params["clustering_epochs"] = config.cluster_epochs
+    if config.from_run:
+        params["autoencoder"] = load_model(Path(config.from_run) / "model").autoencoder_
+    return get_method(config.method, **params)
+
+
+def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
+    """Cluster ``config.dataset`` with ``config.method`` and write a new run folder.
+
+    ``resume`` continues an interrupted run in its own folder from its last checkpoint.
+    """
+    dataset, X, n_clusters = load_inputs(config)
+    if config.from_run and not (Path(config.from_run) / "model" / "model.json").is_file():
+        raise FileNotFoundError(f"--from {config.from_run}: no saved model in {config.from_run}/model; "
+                                "pass the folder of a finished deep run.")
+    name = f"{dataset.name}-{config.method}"
+    paths = RunPaths(Path(resume)) if resume else create_run_dir(config.out, name)
+    set_status(paths, "running")
+    method = build_method(config, n_clusters, paths.checkpoints if config.method in DEEP_METHODS else None)
+    try:
+        _write_config(paths, config, dataset, X, n_clusters, method)
+        start = time.perf_counter()
+        if config.method in DEEP_METHODS:
+            method.fit(X, dataset.labels)  # labels only feed the per-epoch log, never the training
+        else:
+            method.fit(X)
+        seconds = time.perf_counter() - start
+        labels = np.asarray(method.labels_, dtype=np.int64)
+        space = getattr(method, "embedding_", X)
+        metrics = evaluate_clustering(labels, dataset.labels, space, random_state=config.seed)
+        metrics.update(seconds=round(seconds, 4), metric_space="embedding" if space is not X else "input")
+        if hasattr(method, "inertia_"):
+            metrics.update(inertia=float(method.inertia_), n_iter=int(method.n_iter_))
+        write_json(paths.metrics, metrics)
+        write_text(paths.assignments, _assignments_csv(dataset, labels))
+        write_npy(paths.centers, np.asarray(method.cluster_centers_))
+        if config.method in DEEP_METHODS:
+            write_npy(paths.embeddings, method.embedding_)
+            write_text(paths.history, _history_csv(method.history_))
+            save_model(method, paths.model)
+        set_status(paths, "complete")
+    except KeyboardInterrupt:
+        set_status(paths, "interrupted", resume=f"deepclust run --resume {paths.root}")
+        raise
+    except BaseException:
+        if resume or config.method in DEEP_METHODS:
+            set_status(paths, "failed")  # keep checkpoints: hours of training may be in them
+        else:
+            shutil.rmtree(paths.root, ignore_errors=True)  # never leave a half-written run behind
+        raise
+    return RunResult(paths, metrics, labels, dataset)
+
+
+def resume_run(run_dir: str | Path) -> RunResult:
+    """Continue the run in ``run_dir`` (interrupted or failed) with its saved configuration."""
+    paths = RunPaths(Path(run_dir))
+    if not paths.config.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a deepclust run folder: it has no config.json.")
+    status = json.loads(paths.status.read_text())["status"] if paths.status.is_file() else "unknown"
+    if status == "complete":
+        raise ValueError(f"The run in {run_dir} is already complete; nothing to resume.")
+    config = RunConfig(**json.loads(paths.config.read_text())["config"])
+    return run(config, resume=paths.root)
+
+
+def format_summary(result: RunResult) -> str:
+    """A short, readable summary of a finished run for the terminal."""
+    m = result.metrics
+    lines = [f"deepclust run: {result.dataset.name} ({m['n_samples']} samples), "
+             f"{m['n_clusters']} clusters in {m['seconds']:.2f} s"]
+    names = [("acc", "ACC"), ("nmi", "NMI"), ("ari", "ARI"), ("silhouette", "silhouette"), ("dunn", "Dunn")]
+    for key, label in names:
+        if m.get(key) is not None:
+            note = ""
+            if key in ("silhouette", "dunn") and not m.get(f"{key}_exact", True):
+                note = f"  (estimated on a sample of {m.get(f'{key}_sample_size')})"
+            lines.append(f"  {label:<11}{m[key]:.4f}{note}")
+    lines.append(f"  run folder  {result.paths.root}")
+    return "\n".join(lines)
+
+
+def _write_config(paths, config, dataset, X, n_clusters, method) -> None:
+    write_json(paths.config, {
+        "config": config.to_dict(),
+        "resolved": {
+            "n_clusters": n_clusters,
+            "dataset": dataset.name,
+            "description": dataset.description,
+            "n_samples": int(X.shape[0]),
+            "n_features": int(np.prod(X.shape[1:])),
+            "architecture": _architecture(config, dataset, n_clusters),
+            "image_shape": list(dataset.images.shape[1:]),
+            "method_params": _jsonable(method.get_params()),
+        },
+        "versions": {"deepclust": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+    })
+
+
+def _architecture(config: RunConfig, dataset: ImageDataset, n_clusters: int):
+    """The architecture a deep run uses: the one named, or the default chosen for the data's shape."""
+    if config.method not in DEEP_METHODS:
+        return None
+    if config.from_run:
+        return {"from_run": config.from_run}
+    if config.arch is not None:
+        return config.arch
+    h, w, c = dataset.images.shape[1:]
+    return default_architecture((1 if config.grayscale else c, h, w), n_clusters)
+
+
+def _history_csv(history: list[dict]) -> str:
+    """One row per logged step; columns are the union of the keys, in first-seen order."""
+    columns: list[str] = []
+    for row in history:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    return buf.getvalue()
+
+
+def _assignments_csv(dataset: ImageDataset, labels: np.ndarray) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    header = ["sample_id", "cluster"]
+    if dataset.labels is not None:
+        header.append("true_label")
+    if dataset.paths is not None:
+        header.append("path")
+    writer.writerow(header)
+    for i, cluster in enumerate(labels.tolist()):
+        row = [i, cluster]
+        if dataset.labels is not None:
+            row.append(int(dataset.labels[i]))
+        if dataset.paths is not None:
+            row.append(dataset.paths[i])
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def _jsonable(params: dict) -> dict:
+    return {k: v if _is_json(v) else repr(v) for k, v in params.items()}
+
+
+def _is_json(value) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except TypeError:
+        return False
+
+
+
+

@@ -1,0 +1,230 @@
+"""End-to-end tests of `deepclust run` / `deepclust datasets` through cli.main."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deepclust.cli import main
+from deepclust.experiment import RunConfig, run
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch):
+    monkeypatch.setenv("DEEPCLUST_PROGRESS", "0")
+
+
+def _only_run_dir(out: Path) -> Path:
+    dirs = [p for p in out.iterdir() if p.is_dir()]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def test_default_run_writes_a_complete_run_folder(tmp_path, capsys):
+    assert main(["run", "--out", str(tmp_path)]) == 0
+    run_dir = _only_run_dir(tmp_path)
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "complete"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["config"]["dataset"] == "digits"
+    assert config["resolved"]["n_clusters"] == 10
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("acc", "nmi", "ari", "silhouette", "dunn", "n_samples", "n_clusters", "seconds"):
+        assert key in metrics, key
+    assert metrics["n_samples"] == 1797
+    # k-means on the digits' pixels lands well above chance (0.1) and below a perfect score.
+    assert 0.6 < metrics["acc"] < 0.95
+    with open(run_dir / "assignments.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1797
+    assert set(rows[0]) == {"sample_id", "cluster", "true_label"}
+    assert {int(r["cluster"]) for r in rows} == set(range(10))
+    assert np.load(run_dir / "cluster_centers.npy").shape == (10, 64)
+    out = capsys.readouterr().out
+    assert "ACC" in out and str(run_dir) in out
+
+
+def test_same_seed_same_clusters_and_never_overwrites(tmp_path):
+    first = run(RunConfig(out=str(tmp_path), seed=3, progress=False))
+    second = run(RunConfig(out=str(tmp_path), seed=3, progress=False))
+    assert first.paths.root != second.paths.root
+    assert first.paths.root.exists() and second.paths.root.exists()
+    assert np.array_equal(first.labels, second.labels)
+    assert (first.paths.assignments.read_text() == second.paths.assignments.read_text())
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--dataset", "no-such-set"], "Unknown data set|not found|no-such-set"),
+        (["--clusters", "0"], "n_clusters must be >= 1"),
+        (["--clusters", "5000"], "larger than the number of samples"),
+        (["--dataset", "mnist", "--data-dir", "{tmp}/empty"], "Put these files in"),
+    ],
+)
+def test_bad_input_fails_clearly_without_a_run_folder(tmp_path, capsys, argv, message, monkeypatch):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "runs"
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    # Offline: a download attempt must fail fast rather than reach the network.
+    monkeypatch.setattr("urllib.request.urlopen", _offline)
+    assert main(["run", "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert "deepclust: error:" in err
+    import re
+
+    assert re.search(message, err), err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def _offline(*args, **kwargs):
+    raise OSError("network is unreachable (test)")
+
+
+def test_image_folder_without_labels_needs_k_then_runs(tmp_path, capsys):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        shade = 30 if i % 2 else 220  # two obvious groups: dark and light images
+        pixels = np.clip(rng.normal(shade, 5, size=(10, 10)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"img_{i:02d}.png")
+    out = tmp_path / "runs"
+    assert main(["run", "--dataset", str(folder), "--out", str(out)]) == 2
+    assert "--clusters" in capsys.readouterr().err
+    assert main(["run", "--dataset", str(folder), "--out", str(out), "--clusters", "2"]) == 0
+    run_dir = _only_run_dir(out)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "acc" not in metrics and "silhouette" in metrics
+    with open(run_dir / "assignments.csv") as f:
+        rows = list(csv.DictReader(f))
+    clusters = {Path(r["path"]).name: int(r["cluster"]) for r in rows}
+    dark = {clusters[f"img_{i:02d}.png"] for i in range(1, 12, 2)}
+    light = {clusters[f"img_{i:02d}.png"] for i in range(0, 12, 2)}
+    assert len(dark) == 1 and len(light) == 1 and dark != light
+
+
+def test_datasets_command_lists_every_data_set(capsys):
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("digits", "mnist", "fashion-mnist", "usps", "coil20", "cifar10", "stl10"):
+        assert name in out
+
+
+def test_interrupted_run_is_marked_and_kept(tmp_path, monkeypatch):
+    def interrupt(self, X, y=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("deepclust.cluster.KMeans.fit", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run(RunConfig(out=str(tmp_path), progress=False))
+    run_dir = _only_run_dir(tmp_path)
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "interrupted"
+    assert not (run_dir / "metrics.json").exists()
+
+
+def test_failure_mid_run_leaves_no_half_written_folder(tmp_path, monkeypatch):
+    def fail(self, X, y=None):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("deepclust.cluster.KMeans.fit", fail)
+    with pytest.raises(RuntimeError, match="boom"):
+        run(RunConfig(out=str(tmp_path), progress=False))
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_acceptance_mnist_kmeans(tmp_path):
+    """The issue's acceptance command on the real MNIST-70k; literature: ACC ~0.53-0.55, NMI ~0.50."""
+    mnist = SHARED_DATA / "mnist"
+    if not mnist.is_dir():
+        pytest.skip("../shared/data not found: real-data tests need the shared data sets")
+    out = tmp_path / "runs"
+    argv = ["run", "--dataset", "mnist", "--data-dir", str(mnist), "--method", "kmeans", "--seed", "0",
+            "--out", str(out)]
+    assert main(argv) == 0
+    metrics = json.loads((_only_run_dir(out) / "metrics.json").read_text())
+    for key in ("acc", "nmi", "ari", "silhouette", "dunn"):
+        assert key in metrics
+    assert metrics["n_samples"] == 70000
+    assert 0.50 <= metrics["acc"] <= 0.60
+    assert 0.45 <= metrics["nmi"] <= 0.55
+
+
+TINY_ARCH_YAML = """
+name: tiny
+encoder:
+  - {type: flatten}
+  - {type: dense, units: 32, activation: relu}
+  - {type: dense, units: 10}
+decoder: mirror
+"""
+
+
+def test_deep_run_writes_embeddings_history_model_and_can_seed_another(tmp_path):
+    arch = tmp_path / "tiny.yaml"
+    arch.write_text(TINY_ARCH_YAML)
+    out = tmp_path / "runs"
+    argv = ["run", "--method", "idec", "-a", str(arch), "--pretrain", "3", "--cluster", "2", "--out", str(out)]
+    assert main(argv) == 0
+    run_dir = _only_run_dir(out)
+    assert np.load(run_dir / "embeddings.npy").shape == (1797, 10)
+    with open(run_dir / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows if r["stage"] == "pretrain"] == ["1", "2", "3"]
+    assert any(r["stage"] == "cluster" and r["acc"] for r in rows)
+    assert (run_dir / "model" / "model.safetensors").is_file()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["metric_space"] == "embedding" and "acc" in metrics
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["resolved"]["architecture"] == str(arch)
+    # --pretrain 0 --from RUN_DIR reuses that autoencoder as it is.
+    out2 = tmp_path / "runs2"
+    assert main(["run", "--method", "ae-kmeans", "--pretrain", "0", "--from", str(run_dir),
+                 "--out", str(out2)]) == 0
+    reused = np.load(_only_run_dir(out2) / "embeddings.npy")
+    assert reused.shape == (1797, 10)
+
+
+def test_default_architecture_is_recorded(tmp_path):
+    result = run(RunConfig(method="ae-kmeans", pretrain_epochs=1, out=str(tmp_path), progress=False))
+    arch = json.loads(result.paths.config.read_text())["resolved"]["architecture"]
+    assert arch["name"].startswith("auto-dense-1x8x8")
+
+
+def test_killed_deep_run_resumes_from_its_checkpoint(tmp_path, monkeypatch, capsys):
+    import deepclust.deep.base as base_module
+
+    real_train = base_module.train_autoencoder
+
+    def die_after_two_epochs(*args, on_epoch, **kwargs):
+        def hook(epoch, row):
+            on_epoch(epoch, row)
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+        return real_train(*args, on_epoch=hook, **kwargs)
+
+    monkeypatch.setattr(base_module, "train_autoencoder", die_after_two_epochs)
+    out = tmp_path / "runs"
+    argv = ["run", "--method", "dcn", "--pretrain", "4", "--cluster", "1", "--out", str(out)]
+    assert main(argv) == 130
+    run_dir = _only_run_dir(out)
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "interrupted" and "--resume" in status["resume"]
+    assert (run_dir / "checkpoints" / "pretrain.pt").is_file()
+    monkeypatch.setattr(base_module, "train_autoencoder", real_train)
+    assert main(["run", "--resume", str(run_dir)]) == 0
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "complete"
+    with open(run_dir / "history.csv") as f:
+        epochs = [r["epoch"] for r in csv.DictReader(f) if r["stage"] == "pretrain"]
+    assert epochs == ["1", "2", "3", "4"]  # two before the kill, two after
+    assert main(["run", "--resume", str(run_dir)]) == 2  # a complete run is not resumed again
+    assert "already complete" in capsys.readouterr().err
