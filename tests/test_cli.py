@@ -172,7 +172,8 @@ def test_deep_run_writes_embeddings_history_model_and_can_seed_another(tmp_path)
     arch = tmp_path / "tiny.yaml"
     arch.write_text(TINY_ARCH_YAML)
     out = tmp_path / "runs"
-    argv = ["run", "--method", "idec", "-a", str(arch), "--pretrain", "3", "--cluster", "2", "--out", str(out)]
+    argv = ["run", "--method", "idec", "-a", str(arch), "--pretrain", "3", "--cluster", "2",
+            "--out", str(out)]
     assert main(argv) == 0
     run_dir = _only_run_dir(out)
     assert np.load(run_dir / "embeddings.npy").shape == (1797, 10)

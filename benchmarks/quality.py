@@ -1,0 +1,128 @@
+"""Clustering quality of every method on the real data sets, beside the published numbers.
+
+For each data set and seed, one autoencoder is pretrained and shared by AE + k-means, DEC, IDEC,
+DCN and N2D (as the papers do); k-means on pixels runs beside them. Prints a Markdown table of
+mean +- std of ACC / NMI / ARI and wall time, and with ``--append`` adds it to benchmarks/RESULTS.md.
+
+    python benchmarks/quality.py --datasets usps,mnist-test --seeds 0 --pretrain 50 --cluster 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from deepclust import KMeans
+from deepclust.data import load_dataset
+from deepclust.data.transforms import prepare_features
+from deepclust.deep import DCN, DEC, IDEC, N2D, AEKMeans
+from deepclust.metrics import adjusted_rand_index, clustering_accuracy, normalized_mutual_info
+
+SHARED = Path(os.environ.get("DEEPCLUST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+# name -> (loader name, folder, split, architecture, published ACC references)
+DATASETS = {
+    "mnist": ("mnist", "mnist", "all", "dec-dense", "DEC 0.843, IDEC 0.881, DCN 0.83, N2D 0.979"),
+    "mnist-test": ("mnist", "mnist", "test", "dec-dense", "DEC 0.856, N2D 0.948"),
+    "usps": ("usps", "usps", "all", "dec-dense", "DEC 0.619, IDEC 0.761, N2D 0.948"),
+    "coil20": ("coil20", "coil20", "all", "conv-coil20", "pixels 0.689, IDEC (seed 002) 0.762"),
+}
+METHODS = ("kmeans", "ae-kmeans", "dec", "idec", "dcn", "n2d")
+
+
+def run_seed(name: str, seed: int, args) -> list[dict]:
+    loader, folder, split, arch, _ = DATASETS[name]
+    data = load_dataset(loader, data_dir=SHARED / folder, split=split)
+    y = data.labels
+    rows = []
+
+    def score(method, labels, seconds):
+        rows.append({"dataset": name, "method": method, "seed": seed, "seconds": seconds,
+                     "acc": clustering_accuracy(y, labels), "nmi": normalized_mutual_info(y, labels),
+                     "ari": adjusted_rand_index(y, labels)})
+        print(f"  {name} seed {seed} {method:<10} ACC {rows[-1]['acc']:.4f} NMI {rows[-1]['nmi']:.4f} "
+              f"({seconds:.0f} s)", flush=True)
+
+    k = len(np.unique(y))
+    common = dict(n_clusters=k, arch=arch, batch_size=256, random_state=seed, verbose=args.progress)
+    start = time.perf_counter()
+    X = prepare_features(data)
+    score("kmeans", KMeans(k, random_state=seed).fit(X).labels_, time.perf_counter() - start)
+
+    start = time.perf_counter()
+    ae = AEKMeans(pretrain_epochs=args.pretrain, layerwise_epochs=args.layerwise, **common).fit(data.images)
+    pretrain_seconds = time.perf_counter() - start
+    score("ae-kmeans", ae.labels_, pretrain_seconds)
+    shared = dict(common, pretrain_epochs=0, autoencoder=ae.autoencoder_)
+    finetuned = {
+        "dec": lambda: DEC(clustering_epochs=args.cluster, **shared),
+        "idec": lambda: IDEC(clustering_epochs=args.cluster, **shared),
+        "dcn": lambda: DCN(clustering_epochs=args.cluster, **shared),
+        "n2d": lambda: N2D(**shared),
+    }
+    for method in args.methods:
+        if method in finetuned:
+            start = time.perf_counter()
+            est = finetuned[method]().fit(data.images)
+            # Wall time of the whole method: the shared pretraining plus its own stage.
+            score(method, est.labels_, pretrain_seconds + time.perf_counter() - start)
+    return rows
+
+
+def summarise(rows: list[dict], args) -> str:
+    lines = ["| data | method | ACC | NMI | ARI | time (s) | seeds | published ACC |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in args.datasets:
+        for method in METHODS:
+            sel = [r for r in rows if r["dataset"] == name and r["method"] == method]
+            if not sel:
+                continue
+            cells = [_mean_std([r[m] for r in sel]) for m in ("acc", "nmi", "ari")]
+            seconds = statistics.mean(r["seconds"] for r in sel)
+            ref = DATASETS[name][4] if method == "kmeans" else ""
+            lines.append(f"| {name} | {method} | {' | '.join(cells)} | {seconds:.0f} | {len(sel)} | {ref} |")
+    return "\n".join(lines)
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="usps,mnist-test")
+    parser.add_argument("--methods", default=",".join(METHODS[2:]))
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--pretrain", type=int, default=50)
+    parser.add_argument("--layerwise", type=int, default=0)
+    parser.add_argument("--cluster", type=int, default=50)
+    parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--append", action="store_true", help="append the table to benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    args.datasets = args.datasets.split(",")
+    args.methods = args.methods.split(",")
+    unknown = [d for d in args.datasets if d not in DATASETS]
+    if unknown:
+        parser.error(f"unknown data sets {unknown}; choose from {sorted(DATASETS)}")
+    rows = []
+    for name in args.datasets:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            rows += run_seed(name, seed, args)
+    table = summarise(rows, args)
+    command = (f"python benchmarks/quality.py --datasets {','.join(args.datasets)} --seeds {args.seeds} "
+               f"--pretrain {args.pretrain} --layerwise {args.layerwise} --cluster {args.cluster}")
+    print(table)
+    if args.append:
+        path = Path(__file__).with_name("RESULTS.md")
+        with open(path, "a") as f:
+            f.write(f"\n### Quality: `{command}`\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()
