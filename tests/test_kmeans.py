@@ -419,3 +419,14 @@ def test_mnist_test_set_accuracy():
     acc = clustering_accuracy(y, km.labels_)
     assert 0.45 <= acc <= 0.65, f"k-means ACC on MNIST test pixels {acc:.3f} (literature ~0.54)"
     np.testing.assert_allclose(km.inertia_, brute_inertia(X, km.labels_, km.cluster_centers_), rtol=1e-5)
+
+
+def test_minibatch_stops_when_centres_settle():
+    from sklearn.datasets import make_blobs
+
+    X, _ = make_blobs(n_samples=3000, centers=4, cluster_std=0.5, random_state=0)
+    km = KMeans(n_clusters=4, algorithm="minibatch", batch_size=256, max_iter=300, random_state=0).fit(X)
+    assert km.n_iter_ < 300  # stopped on tol, long before max_iter passes
+    never = KMeans(n_clusters=4, algorithm="minibatch", batch_size=256, max_iter=5, tol=0.0,
+                   random_state=0).fit(X)
+    assert never.n_iter_ == 5

@@ -78,7 +78,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     inertia_ : float
         Sum of squared distances of samples to their closest centre.
     n_iter_ : int
-        Iterations of the kept run on all points.
+        Iterations of the kept run on all points (``algorithm="minibatch"``: passes over the data).
     n_empty_repaired_ : int
         Empty clusters re-seeded during the kept run.
     n_features_in_ : int
@@ -198,11 +198,14 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 best = run
         centers = best.centers.double()
         counts = torch.zeros(k, dtype=torch.float64, device=device)
-        steps = 0
+        # Same stopping rule as Lloyd, per pass over the data: the summed squared shift of the centres
+        # over one epoch below tol times the mean feature variance (estimated on the seeding rows).
+        tol = self.tol * _mean_variance(Xs, xs_sq)
+        epochs = 0
         bar = progress(range(self.max_iter), desc="mini-batch k-means", unit="epoch", enabled=self.verbose)
-        for _ in bar:
+        for epochs in bar:  # noqa: B007 - reported after the loop
             order = rng.permutation(n)
-            moved = 0.0
+            before = centers.clone()
             for start in range(0, n, batch):
                 rows = torch.from_numpy(check_features(_read_rows(X, np.sort(order[start:start + batch]))))
                 rows = rows.to(device).double()
@@ -212,13 +215,12 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 counts += batch_counts
                 rate = (batch_counts / counts.clamp(min=1)).unsqueeze(1)  # per-centre learning rate
                 target = sums / batch_counts.clamp(min=1).unsqueeze(1)
-                step = rate * (target - centers)
-                centers += step
-                moved += float((step ** 2).sum())
-                steps += 1
-            bar.set_postfix(shift=f"{moved:.3g}")
-            if moved == 0.0:
+                centers += rate * (target - centers)
+            shift = float(((centers - before) ** 2).sum())
+            bar.set_postfix(shift=f"{shift:.3g}")
+            if shift <= tol:
                 break
+        steps = epochs + 1
         centers = centers.to(torch.float32)
         self.labels_, inertia = self._predict_chunked(X, centers)
         self.cluster_centers_ = centers.cpu().numpy()
