@@ -229,3 +229,17 @@ def test_killed_deep_run_resumes_from_its_checkpoint(tmp_path, monkeypatch, caps
     assert epochs == ["1", "2", "3", "4"]  # two before the kill, two after
     assert main(["run", "--resume", str(run_dir)]) == 2  # a complete run is not resumed again
     assert "already complete" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["kmeans", "idec"])
+def test_visualize_writes_every_plot(tmp_path, method):
+    out = tmp_path / "runs"
+    argv = ["run", "--method", method, "--pretrain", "2", "--cluster", "1", "--visualize", "--out", str(out)]
+    assert main(argv) == 0
+    plots = _only_run_dir(out) / "plots"
+    expected = {"latent_pixels.png", "cluster_montage.png", "confusion_matrix.png"}
+    if method != "kmeans":
+        expected |= {"latent_pretrained.png", "latent_final.png", "loss_curves.png", "reconstructions.png"}
+    assert {p.name for p in plots.iterdir()} == expected
+    for png in plots.iterdir():
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

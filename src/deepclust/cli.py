@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="reconstruction loss (mse-cosine: MSE minus cosine similarity)")
     deep.add_argument("--noise", type=float, default=0.0, help="denoising: std of input noise")
     deep.add_argument("--augment", action="store_true", help="random shifts and rotations while pretraining")
+    run.add_argument("--visualize", action="store_true",
+                     help="save plots (latent spaces, reconstructions, loss curves, confusion matrix, "
+                          "cluster montage) as PNG in the run folder's plots/")
     run.add_argument("--resume", default=None, metavar="RUN_DIR",
                      help="continue an interrupted run from its last checkpoint (other options are "
                           "taken from its config.json)")
@@ -106,7 +109,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         n_init=args.n_init, backend=args.backend, arch=args.arch, pretrain_epochs=args.pretrain,
         cluster_epochs=args.cluster, layerwise_epochs=args.layerwise, batch_size=args.batch_size,
         lr=args.lr, optimizer=args.optimizer, loss=args.loss, noise=args.noise, augment=args.augment,
-        from_run=args.from_run, progress=False if args.no_progress else None,
+        from_run=args.from_run, visualize=args.visualize, progress=False if args.no_progress else None,
     )
     result = run(config)
     print(format_summary(result))

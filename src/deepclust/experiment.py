@@ -66,6 +66,7 @@ class RunConfig:
     noise: float = 0.0
     augment: bool = False
     from_run: str | None = None  # reuse the autoencoder saved in this run folder
+    visualize: bool = False  # write PNG plots to plots/
     progress: bool | None = None  # None: show bars on a terminal
 
     def to_dict(self) -> dict:
@@ -154,6 +155,8 @@ def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
             write_npy(paths.embeddings, method.embedding_)
             write_text(paths.history, _history_csv(method.history_))
             save_model(method, paths.model)
+        if config.visualize:
+            write_plots(paths, method, dataset, X, labels, seed=config.seed)
         set_status(paths, "complete")
     except KeyboardInterrupt:
         set_status(paths, "interrupted", resume=f"deepclust run --resume {paths.root}")
@@ -177,6 +180,42 @@ def resume_run(run_dir: str | Path) -> RunResult:
         raise ValueError(f"The run in {run_dir} is already complete; nothing to resume.")
     config = RunConfig(**json.loads(paths.config.read_text())["config"])
     return run(config, resume=paths.root)
+
+
+def write_plots(paths: RunPaths, method, dataset: ImageDataset, X: np.ndarray, labels: np.ndarray, *,
+                seed: int = 0) -> list[Path]:
+    """The PNGs of ``--visualize``: latent spaces, reconstructions, loss curves, confusion matrix,
+    and a montage of each cluster's most typical images."""
+    from . import plots
+
+    out, y = paths.plots, dataset.labels
+    images = dataset.images if X.ndim == 2 else X  # what the method saw, (N, H, W, C)
+    flat = X.reshape(X.shape[0], -1)
+    written = [plots.plot_embedding(flat, labels, out / "latent_pixels.png", true_labels=y,
+                                    title="raw pixels (PCA)", random_state=seed)]
+    if hasattr(method, "embedding_"):
+        for name, Z in (("pretrained", method.pretrained_embedding_), ("final", method.embedding_)):
+            written.append(plots.plot_embedding(Z, labels, out / f"latent_{name}.png", true_labels=y,
+                                                title=f"{name} embedding (PCA)", random_state=seed))
+        if any(isinstance(row.get("loss"), float) for row in method.history_):  # none when nothing trained
+            written.append(plots.plot_history(method.history_, out / "loss_curves.png"))
+        pick = np.random.default_rng(seed).choice(len(X), size=min(25, len(X)), replace=False)
+        with torch.no_grad():
+            method.autoencoder_.eval()
+            from .deep import as_image_tensor
+
+            _, x_hat = method.autoencoder_(as_image_tensor(X[pick]).to(method._device))
+        written.append(plots.plot_reconstructions(images[pick], x_hat.cpu().permute(0, 2, 3, 1).numpy(),
+                                                  out / "reconstructions.png", n=len(pick)))
+    space = getattr(method, "embedding_", flat)
+    centers = np.asarray(method.cluster_centers_, dtype=np.float32)
+    typical = -np.linalg.norm(space - centers[labels], axis=1)  # closest to its centre first
+    written.append(plots.plot_cluster_montage(dataset.images, labels, out / "cluster_montage.png",
+                                              scores=typical, random_state=seed))
+    if y is not None:
+        written.append(plots.plot_confusion_matrix(y, labels, out / "confusion_matrix.png",
+                                                   class_names=dataset.class_names))
+    return written
 
 
 def format_summary(result: RunResult) -> str:

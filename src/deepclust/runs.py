@@ -54,6 +54,10 @@ class RunPaths:
         return self.root / "model"
 
     @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 

@@ -64,7 +64,8 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     Attributes
     ----------
     labels_, cluster_centers_ (in embedding space), embedding_ (n_samples, d) float32,
-    autoencoder_, history_ (list of dicts, one per epoch or target update), n_features_in_.
+    pretrained_embedding_ (the embedding before the clustering stage), autoencoder_,
+    history_ (list of dicts, one per epoch or target update), n_features_in_.
     """
 
     def __init__(self, n_clusters: int = 10, *, arch=None, pretrain_epochs: int = 50,
@@ -115,6 +116,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         self.history_ = []
         start = time.perf_counter()
         init = self.pretrain(X, k)
+        self.pretrained_embedding_ = init.embedding.numpy()
         self._fit_clusters(X, init, y)
         self.embedding_ = self._embed(X).numpy()
         self.n_features_in_ = int(np.prod(X.shape[1:]))
