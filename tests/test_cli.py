@@ -66,6 +66,7 @@ def test_same_seed_same_clusters_and_never_overwrites(tmp_path):
         (["--clusters", "0"], "n_clusters must be >= 1"),
         (["--clusters", "5000"], "larger than the number of samples"),
         (["--dataset", "mnist", "--data-dir", "{tmp}/empty"], "Put these files in"),
+        (["--method", "ae-kmeans", "--pretrain", "0", "--from", "{tmp}/empty"], "no saved model"),
     ],
 )
 def test_bad_input_fails_clearly_without_a_run_folder(tmp_path, capsys, argv, message, monkeypatch):
@@ -200,20 +201,8 @@ def test_default_architecture_is_recorded(tmp_path):
     assert arch["name"].startswith("auto-dense-1x8x8")
 
 
-def test_killed_deep_run_resumes_from_its_checkpoint(tmp_path, monkeypatch, capsys):
-    import deepclust.deep.base as base_module
-
-    real_train = base_module.train_autoencoder
-
-    def die_after_two_epochs(*args, on_epoch, **kwargs):
-        def hook(epoch, row):
-            on_epoch(epoch, row)
-            if epoch == 2:
-                raise KeyboardInterrupt
-
-        return real_train(*args, on_epoch=hook, **kwargs)
-
-    monkeypatch.setattr(base_module, "train_autoencoder", die_after_two_epochs)
+def test_killed_deep_run_resumes_from_its_checkpoint(tmp_path, kill_pretraining, capsys):
+    kill_pretraining(2)
     out = tmp_path / "runs"
     argv = ["run", "--method", "dcn", "--pretrain", "4", "--cluster", "1", "--out", str(out)]
     assert main(argv) == 130
@@ -221,7 +210,7 @@ def test_killed_deep_run_resumes_from_its_checkpoint(tmp_path, monkeypatch, caps
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "interrupted" and "--resume" in status["resume"]
     assert (run_dir / "checkpoints" / "pretrain.pt").is_file()
-    monkeypatch.setattr(base_module, "train_autoencoder", real_train)
+    kill_pretraining(None)
     assert main(["run", "--resume", str(run_dir)]) == 0
     assert json.loads((run_dir / "status.json").read_text())["status"] == "complete"
     with open(run_dir / "history.csv") as f:

@@ -201,32 +201,18 @@ def test_save_and_load_round_trip(name, tiny_images, tmp_path):
     assert np.allclose(loaded.transform(images), est.transform(images), atol=1e-6)
 
 
-def test_interrupted_pretraining_resumes_to_the_same_result(tiny_images, tmp_path):
+def test_interrupted_pretraining_resumes_to_the_same_result(tiny_images, tmp_path, kill_pretraining):
     images, _ = tiny_images
     full = AEKMeans(**_params()).fit(images)
 
     class Stop(Exception):
         pass
 
-    import deepclust.deep.base as base_module
-
-    real_train = base_module.train_autoencoder
-
-    def train_then_die(*args, on_epoch, **kwargs):
-        def hook(epoch, row):
-            on_epoch(epoch, row)
-            if epoch == 6:
-                raise Stop
-
-        return real_train(*args, on_epoch=hook, **kwargs)
-
     ckpt = tmp_path / "ckpt"
-    base_module.train_autoencoder = train_then_die
-    try:
-        with pytest.raises(Stop):
-            AEKMeans(**_params(), checkpoint_dir=str(ckpt)).fit(images)
-    finally:
-        base_module.train_autoencoder = real_train
+    kill_pretraining(6, Stop)
+    with pytest.raises(Stop):
+        AEKMeans(**_params(), checkpoint_dir=str(ckpt)).fit(images)
+    kill_pretraining(None)
     assert (ckpt / "pretrain.pt").is_file()
     resumed = AEKMeans(**_params(), checkpoint_dir=str(ckpt)).fit(images)
     epochs = [r["epoch"] for r in resumed.history_ if r.get("stage") == "pretrain"]

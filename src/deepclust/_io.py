@@ -45,6 +45,18 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
         np.save(f, array)
 
 
+def jsonable_params(params: dict) -> dict:
+    """``params`` with every value that JSON cannot hold replaced by its ``repr`` (for config files)."""
+    out = {}
+    for key, value in params.items():
+        try:
+            json.dumps(value, default=_json_default)
+            out[key] = value
+        except TypeError:
+            out[key] = repr(value)
+    return out
+
+
 def _json_default(obj: Any):
     if isinstance(obj, np.generic):
         return obj.item()

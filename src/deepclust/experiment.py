@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from . import __version__
-from ._io import write_json, write_npy, write_text
+from ._io import jsonable_params, write_json, write_npy, write_text
 from ._validation import check_features, check_n_clusters
 from .data import ImageDataset, load_dataset
 from .data.transforms import prepare_features
-from .deep import load_model, save_model
+from .deep import as_image_tensor, load_model, save_model
 from .methods import DEEP_METHODS, get_method
 from .metrics import evaluate_clustering
 from .models import default_architecture
@@ -102,7 +102,7 @@ def load_inputs(config: RunConfig) -> tuple[ImageDataset, np.ndarray, int]:
     return dataset, X, check_n_clusters(n_clusters, X.shape[0])
 
 
-def build_method(config: RunConfig, n_clusters: int, checkpoint_dir: Path | None = None):
+def build_method(config: RunConfig, n_clusters: int):
     """The estimator ``config`` asks for, with its parameters resolved."""
     verbose = progress_enabled(config.progress)
     if config.method not in DEEP_METHODS:
@@ -112,8 +112,7 @@ def build_method(config: RunConfig, n_clusters: int, checkpoint_dir: Path | None
     params = dict(n_clusters=n_clusters, arch=config.arch, pretrain_epochs=config.pretrain_epochs,
                   layerwise_epochs=config.layerwise_epochs, batch_size=config.batch_size, lr=config.lr,
                   optimizer=config.optimizer, loss=config.loss, noise=config.noise, augment=config.augment,
-                  device=config.device, random_state=config.seed, verbose=verbose,
-                  checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
+                  device=config.device, random_state=config.seed, verbose=verbose)
     if config.method in ("dec", "idec", "dcn"):
         params["clustering_epochs"] = config.cluster_epochs
     if config.from_run:
@@ -130,10 +129,14 @@ def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
     if config.from_run and not (Path(config.from_run) / "model" / "model.json").is_file():
         raise FileNotFoundError(f"--from {config.from_run}: no saved model in {config.from_run}/model; "
                                 "pass the folder of a finished deep run.")
-    name = f"{dataset.name}-{config.method}"
-    paths = RunPaths(Path(resume)) if resume else create_run_dir(config.out, name)
-    set_status(paths, "running")
-    method = build_method(config, n_clusters, paths.checkpoints if config.method in DEEP_METHODS else None)
+    method = build_method(config, n_clusters)
+    if resume:
+        paths = RunPaths(Path(resume))
+        set_status(paths, "running")
+    else:
+        paths = create_run_dir(config.out, f"{dataset.name}-{config.method}")
+    if config.method in DEEP_METHODS:
+        method.set_params(checkpoint_dir=str(paths.checkpoints))
     try:
         _write_config(paths, config, dataset, X, n_clusters, method)
         start = time.perf_counter()
@@ -202,8 +205,6 @@ def write_plots(paths: RunPaths, method, dataset: ImageDataset, X: np.ndarray, l
         pick = np.random.default_rng(seed).choice(len(X), size=min(25, len(X)), replace=False)
         with torch.no_grad():
             method.autoencoder_.eval()
-            from .deep import as_image_tensor
-
             _, x_hat = method.autoencoder_(as_image_tensor(X[pick]).to(method._device))
         written.append(plots.plot_reconstructions(images[pick], x_hat.cpu().permute(0, 2, 3, 1).numpy(),
                                                   out / "reconstructions.png", n=len(pick)))
@@ -245,7 +246,7 @@ def _write_config(paths, config, dataset, X, n_clusters, method) -> None:
             "n_features": int(np.prod(X.shape[1:])),
             "architecture": _architecture(config, dataset, n_clusters),
             "image_shape": list(dataset.images.shape[1:]),
-            "method_params": _jsonable(method.get_params()),
+            "method_params": jsonable_params(method.get_params()),
         },
         "versions": {"deepclust": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
@@ -293,19 +294,3 @@ def _assignments_csv(dataset: ImageDataset, labels: np.ndarray) -> str:
             row.append(dataset.paths[i])
         writer.writerow(row)
     return buf.getvalue()
-
-
-def _jsonable(params: dict) -> dict:
-    return {k: v if _is_json(v) else repr(v) for k, v in params.items()}
-
-
-def _is_json(value) -> bool:
-    try:
-        json.dumps(value)
-        return True
-    except TypeError:
-        return False
-
-
-
-

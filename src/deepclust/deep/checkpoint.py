@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save
 
-from .._io import atomic_open, write_json
+from .._io import atomic_open, jsonable_params, write_json
+from .._validation import resolve_device
 
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_CONFIG = "model.json"
@@ -54,12 +55,12 @@ def save_model(estimator, folder: str | os.PathLike) -> Path:
     params = {k: v for k, v in estimator.get_params(deep=False).items() if k != "autoencoder"}
     config = {
         "class": type(estimator).__name__,
-        "params": _jsonable(params),
+        "params": jsonable_params(params),
         "spec": model.spec,
         "input_shape": list(model.input_shape),
     }
     with atomic_open(folder / MODEL_WEIGHTS, "wb") as f:
-        f.write(_safetensors_bytes(tensors))
+        f.write(save(tensors))
     write_json(folder / MODEL_CONFIG, config)
     return folder
 
@@ -83,28 +84,9 @@ def load_model(folder: str | os.PathLike):
     model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
     estimator.autoencoder_ = model.eval()
     estimator._restore_extra_tensors({k: v for k, v in tensors.items() if not k.startswith(prefix)})
-    from .._validation import resolve_device
-
     estimator._device = resolve_device("cpu")
     estimator.n_features_in_ = int(np.prod(config["input_shape"]))
     return estimator
-
-
-def _safetensors_bytes(tensors: dict) -> bytes:
-    from safetensors.torch import save
-
-    return save(tensors)
-
-
-def _jsonable(params: dict) -> dict:
-    out = {}
-    for key, value in params.items():
-        try:
-            json.dumps(value)
-            out[key] = value
-        except TypeError:
-            out[key] = str(value)
-    return out
 
 
 __all__ = ["TrainingState", "save_model", "load_model"]
