@@ -54,7 +54,8 @@ def run_seed(name: str, seed: int, args) -> list[dict]:
     score("kmeans", KMeans(k, random_state=seed).fit(X).labels_, time.perf_counter() - start)
 
     start = time.perf_counter()
-    ae = AEKMeans(pretrain_epochs=args.pretrain, layerwise_epochs=args.layerwise, **common).fit(data.images)
+    ae = AEKMeans(pretrain_epochs=args.pretrain, layerwise_epochs=args.layerwise, augment=args.augment,
+                  noise=args.noise, **common).fit(data.images)
     pretrain_seconds = time.perf_counter() - start
     score("ae-kmeans", ae.labels_, pretrain_seconds)
     shared = dict(common, pretrain_epochs=0, autoencoder=ae.autoencoder_)
@@ -102,6 +103,8 @@ def main() -> None:
     parser.add_argument("--pretrain", type=int, default=50)
     parser.add_argument("--layerwise", type=int, default=0)
     parser.add_argument("--cluster", type=int, default=50)
+    parser.add_argument("--augment", action="store_true", help="random shifts/rotations while pretraining")
+    parser.add_argument("--noise", type=float, default=0.0, help="denoising: std of input noise")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--append", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = parser.parse_args()
@@ -116,7 +119,8 @@ def main() -> None:
             rows += run_seed(name, seed, args)
     table = summarise(rows, args)
     command = (f"python benchmarks/quality.py --datasets {','.join(args.datasets)} --seeds {args.seeds} "
-               f"--pretrain {args.pretrain} --layerwise {args.layerwise} --cluster {args.cluster}")
+               f"--pretrain {args.pretrain} --layerwise {args.layerwise} --cluster {args.cluster}"
+               + (" --augment" if args.augment else "") + (f" --noise {args.noise}" if args.noise else ""))
     print(table)
     if args.append:
         path = Path(__file__).with_name("RESULTS.md")

@@ -29,3 +29,28 @@ def kill_pretraining(monkeypatch):
         monkeypatch.setattr(deep_base, "train_autoencoder", train_then_die)
 
     return arm
+
+
+@pytest.fixture
+def kill_after_checkpoint(monkeypatch):
+    """``kill_after_checkpoint(stage, epoch, exc)``: training raises ``exc`` right after the checkpoint of
+    ``stage`` at ``epoch`` is written; ``kill_after_checkpoint(None)`` saves normally again. Either way
+    ``kill_after_checkpoint.saved`` lists the (stage, epoch) of each checkpoint written since."""
+    from deepclust.deep import checkpoint
+
+    real_save = checkpoint.TrainingState.save
+    saved: list[tuple[str, int]] = []  # (stage, epoch) of every checkpoint written since arming
+
+    def arm(stage: str | None, epoch: int = 0, exc: type[BaseException] = KeyboardInterrupt) -> None:
+        saved.clear()
+
+        def save_then_die(self, name, **state):
+            real_save(self, name, **state)
+            saved.append((name, state.get("epoch")))
+            if stage is not None and name == stage and state.get("epoch") == epoch:
+                raise exc
+
+        monkeypatch.setattr(checkpoint.TrainingState, "save", save_then_die)
+
+    arm.saved = saved
+    return arm

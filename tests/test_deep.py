@@ -221,6 +221,30 @@ def test_interrupted_pretraining_resumes_to_the_same_result(tiny_images, tmp_pat
     assert np.array_equal(resumed.labels_, full.labels_)
 
 
+@pytest.mark.parametrize("cls, extra", [(IDEC, {"clustering_epochs": 6, "update_interval": 3, "tol": 0.0}),
+                                        (DCN, {"clustering_epochs": 6})])
+def test_interrupted_clustering_stage_resumes_to_the_same_result(cls, extra, tiny_images, tmp_path,
+                                                                 kill_after_checkpoint):
+    images, labels = tiny_images
+    full = cls(**_params(**extra)).fit(images, labels)
+
+    class Stop(Exception):
+        pass
+
+    ckpt = tmp_path / "ckpt"
+    kill_after_checkpoint("cluster", 3, Stop)
+    with pytest.raises(Stop):
+        cls(**_params(**extra), checkpoint_dir=str(ckpt)).fit(images, labels)
+    kill_after_checkpoint(None)
+    resumed = cls(**_params(**extra), checkpoint_dir=str(ckpt)).fit(images, labels)
+    assert kill_after_checkpoint.saved == [("cluster", e) for e in (4, 5, 6)]  # continued, not restarted
+    cluster_rows = [r for r in resumed.history_ if r.get("stage") == "cluster"]
+    assert cluster_rows == [r for r in full.history_ if r.get("stage") == "cluster"]
+    assert np.array_equal(resumed.labels_, full.labels_)
+    assert np.allclose(resumed.embedding_, full.embedding_, atol=1e-5)
+    assert np.allclose(resumed.cluster_centers_, full.cluster_centers_, atol=1e-5)
+
+
 def test_bad_input_errors(tiny_images):
     images, _ = tiny_images
     with pytest.raises(ValueError, match="larger than the number of samples"):

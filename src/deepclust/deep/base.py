@@ -215,6 +215,17 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     def _checkpoint(self) -> checkpoint.TrainingState | None:
         return checkpoint.TrainingState(Path(self.checkpoint_dir)) if self.checkpoint_dir else None
 
+    def _load_state(self, stage: str) -> dict | None:
+        """The saved training state of ``stage`` in ``checkpoint_dir`` (None: start afresh)."""
+        ckpt = self._checkpoint()
+        return ckpt.load(stage) if ckpt else None
+
+    def _save_state(self, stage: str, **state) -> None:
+        """Save ``stage``'s state after an epoch, so an interrupted ``fit`` continues from there."""
+        ckpt = self._checkpoint()
+        if ckpt:
+            ckpt.save(stage, **state)
+
     def _log(self, row: dict, y, labels: np.ndarray) -> dict:
         if y is not None:
             from ..metrics import clustering_accuracy, normalized_mutual_info

@@ -72,8 +72,21 @@ class DCN(DeepClusterer):
         # batches nudge them instead of replacing them.
         counts = torch.full((centers.shape[0],), 100.0, device=self._device)
         labels = init.labels.astype(np.int64)
-        self._log({"stage": "cluster", "epoch": 0}, y, labels)
-        bar = progress(range(self.clustering_epochs), desc="DCN", unit="epoch", enabled=self.verbose)
+        start_epoch = 0
+        state = self._load_state("cluster")
+        if state is not None:  # resume after the last finished epoch
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            self._generator.set_state(state["generator"])
+            self.history_ = list(state["history"])
+            centers, counts = state["centers"].to(self._device), state["counts"].to(self._device)
+            labels, start_epoch = state["labels"].numpy(), int(state["epoch"])
+            self.cluster_centers_ = centers.cpu().numpy()
+        else:
+            self._log({"stage": "cluster", "epoch": 0}, y, labels)
+        bar = progress(range(start_epoch, self.clustering_epochs), total=self.clustering_epochs, desc="DCN",
+                       unit="epoch", enabled=self.verbose)
+        bar.update(start_epoch)
         for epoch in bar:
             model.train()
             total = rec_total = km_total = 0.0
@@ -109,6 +122,9 @@ class DCN(DeepClusterer):
                              "reconstruction": rec_total / n, "kmeans": km_total / n,
                              "delta_label": delta}, y, labels)
             bar.set_postfix(loss=f"{row['loss']:.4f}", changed=f"{delta:.4f}")
+            self._save_state("cluster", model=model.state_dict(), optimizer=optimizer.state_dict(),
+                             generator=self._generator.get_state(), history=self.history_, epoch=epoch + 1,
+                             centers=centers.cpu(), counts=counts.cpu(), labels=torch.as_tensor(labels))
         model.eval()
         self.cluster_centers_ = centers.cpu().numpy()
         self.labels_ = labels

@@ -95,12 +95,22 @@ class DEC(DeepClusterer):
                                    dataclasses.replace(settings, lr=lr))
         gamma = self._gamma()
         labels = init.labels.astype(np.int64)
-        self._log({"stage": "cluster", "iteration": 0, "delta_label": 1.0}, y, labels)
-        n, iteration = X.shape[0], 0
-        p = None
-        bar = progress(range(self.clustering_epochs), desc=type(self).__name__, unit="epoch",
+        n, iteration, start_epoch, p, stop = X.shape[0], 0, 0, None, False
+        state = self._load_state("cluster")
+        if state is not None:  # resume after the last finished epoch, exactly where it stood
+            model.load_state_dict(state["model"])
+            head.load_state_dict(state["head"])
+            optimizer.load_state_dict(state["optimizer"])
+            self._generator.set_state(state["generator"])
+            self.history_ = list(state["history"])
+            start_epoch, iteration, stop = int(state["epoch"]), int(state["iteration"]), bool(state["stop"])
+            labels, p = state["labels"].numpy(), state["target"]
+        else:
+            self._log({"stage": "cluster", "iteration": 0, "delta_label": 1.0}, y, labels)
+        bar = progress(range(start_epoch, self.clustering_epochs if not stop else start_epoch),
+                       total=self.clustering_epochs, desc=type(self).__name__, unit="epoch",
                        enabled=self.verbose)
-        stop = False
+        bar.update(start_epoch)
         for epoch in bar:
             model.train()
             total, seen = 0.0, 0
@@ -126,6 +136,10 @@ class DEC(DeepClusterer):
                 total += loss.item() * idx.numel()
                 seen += idx.numel()
                 iteration += 1
+            self._save_state("cluster", model=model.state_dict(), head=head.state_dict(),
+                             optimizer=optimizer.state_dict(), generator=self._generator.get_state(),
+                             history=self.history_, epoch=epoch + 1, iteration=iteration, stop=stop,
+                             labels=torch.as_tensor(labels), target=p)
             if stop:
                 break
         model.eval()
