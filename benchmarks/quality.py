@@ -10,6 +10,7 @@ mean +- std of ACC / NMI / ARI and wall time, and with ``--append`` adds it to b
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -20,7 +21,7 @@ import numpy as np
 from deepclust import KMeans
 from deepclust.data import load_dataset
 from deepclust.data.transforms import prepare_features
-from deepclust.deep import DCN, DEC, IDEC, N2D, AEKMeans
+from deepclust.deep import DCN, DEC, IDEC, N2D, AEKMeans, load_model, save_model
 from deepclust.metrics import adjusted_rand_index, clustering_accuracy, normalized_mutual_info
 
 SHARED = Path(os.environ.get("DEEPCLUST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -36,6 +37,7 @@ METHODS = ("kmeans", "ae-kmeans", "dec", "idec", "dcn", "n2d")
 
 def run_seed(name: str, seed: int, args) -> list[dict]:
     loader, folder, split, arch, _ = DATASETS[name]
+    arch = args.arch or arch
     data = load_dataset(loader, data_dir=SHARED / folder, split=split)
     y = data.labels
     rows = []
@@ -55,8 +57,17 @@ def run_seed(name: str, seed: int, args) -> list[dict]:
 
     start = time.perf_counter()
     ae = AEKMeans(pretrain_epochs=args.pretrain, layerwise_epochs=args.layerwise, augment=args.augment,
-                  noise=args.noise, **common).fit(data.images)
-    pretrain_seconds = time.perf_counter() - start
+                  noise=args.noise, **common)
+    cached = _cache_dir(args, name, seed, arch)
+    if cached is not None and (cached / "model.json").is_file():  # reuse this seed's autoencoder
+        ae = ae.set_params(pretrain_epochs=0, autoencoder=load_model(cached).autoencoder_).fit(data.images)
+        pretrain_seconds = json.loads((cached / "seconds.json").read_text())["seconds"]
+    else:
+        ae.fit(data.images)
+        pretrain_seconds = time.perf_counter() - start
+        if cached is not None:
+            save_model(ae, cached)
+            (cached / "seconds.json").write_text(json.dumps({"seconds": pretrain_seconds}))
     score("ae-kmeans", ae.labels_, pretrain_seconds)
     shared = dict(common, pretrain_epochs=0, autoencoder=ae.autoencoder_)
     finetuned = {
@@ -72,6 +83,16 @@ def run_seed(name: str, seed: int, args) -> list[dict]:
             # Wall time of the whole method: the shared pretraining plus its own stage.
             score(method, est.labels_, pretrain_seconds + time.perf_counter() - start)
     return rows
+
+
+def _cache_dir(args, name: str, seed: int, arch: str) -> Path | None:
+    """Where this seed's pretrained autoencoder is kept with ``--cache`` (keyed by every pretraining
+    setting), so another clustering stage can be measured without pretraining again."""
+    if not args.cache:
+        return None
+    key = (f"{name}-seed{seed}-{Path(arch).stem}-p{args.pretrain}-l{args.layerwise}"
+           f"-a{int(args.augment)}-n{args.noise}")
+    return Path(args.cache) / key
 
 
 def summarise(rows: list[dict], args) -> str:
@@ -103,6 +124,9 @@ def main() -> None:
     parser.add_argument("--pretrain", type=int, default=50)
     parser.add_argument("--layerwise", type=int, default=0)
     parser.add_argument("--cluster", type=int, default=50)
+    parser.add_argument("--arch", default=None, help="architecture of every data set (default: per data set)")
+    parser.add_argument("--cache", default=None, metavar="DIR",
+                        help="keep each seed's pretrained autoencoder here and reuse it on the next run")
     parser.add_argument("--augment", action="store_true", help="random shifts/rotations while pretraining")
     parser.add_argument("--noise", type=float, default=0.0, help="denoising: std of input noise")
     parser.add_argument("--progress", action="store_true")
@@ -120,7 +144,8 @@ def main() -> None:
     table = summarise(rows, args)
     command = (f"python benchmarks/quality.py --datasets {','.join(args.datasets)} --seeds {args.seeds} "
                f"--pretrain {args.pretrain} --layerwise {args.layerwise} --cluster {args.cluster}"
-               + (" --augment" if args.augment else "") + (f" --noise {args.noise}" if args.noise else ""))
+               + (" --augment" if args.augment else "") + (f" --arch {args.arch}" if args.arch else "")
+               + (f" --noise {args.noise}" if args.noise else ""))
     print(table)
     if args.append:
         path = Path(__file__).with_name("RESULTS.md")

@@ -329,6 +329,22 @@ def test_bad_top_level():
         build_autoencoder(small_spec(encoder=small_spec()["encoder"][:4]))
     with pytest.raises(ValueError, match=r"'input' must be \[C, H, W\]"):
         build_autoencoder(small_spec(input=[8, 8]))
+    with pytest.raises(ValueError, match=r"'init' must be one of torch, glorot, kaiming; got 'zeros'"):
+        build_autoencoder(small_spec(init="zeros"))
+
+
+def test_glorot_init_draws_within_its_bound_with_zero_biases():
+    torch.manual_seed(0)
+    ae = build_autoencoder({**load_spec("dec-dense"), "init": "glorot"}, input_shape=(1, 28, 28))
+    linears = [m for m in ae.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 8
+    for layer in linears:
+        fan_out, fan_in = layer.weight.shape
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        assert layer.weight.abs().max() <= bound
+        assert layer.weight.abs().max() > 0.9 * bound  # drawn over the whole range, not torch's narrower one
+        assert torch.count_nonzero(layer.bias) == 0
+    assert resolve_spec({**load_spec("dec-dense"), "init": "glorot"}, (1, 28, 28))["init"] == "glorot"
 
 
 def test_input_shape_must_match_the_spec():

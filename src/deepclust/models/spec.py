@@ -14,6 +14,7 @@ An architecture ("spec") is a mapping::
       - {type: dense, units: 10}        # the encoder's output is the embedding z (N, d): end flat
     decoder: mirror                     # default; or an explicit layer list ending at (C, H, W)
     output_activation: sigmoid          # default identity; appended after the decoder
+    init: glorot                        # default torch; weights of conv/dense layers (see INITS)
 
 Layer types and their fields (``*`` = required):
 
@@ -78,7 +79,10 @@ from .layers import ACTIVATIONS, Crop2d, Pad2d, Reshape, Stack, Unpool2d, make_a
 
 ARCH_DIR = Path(__file__).resolve().parent / "archs"
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")
-TOP_LEVEL_KEYS = ("name", "description", "input", "encoder", "decoder", "output_activation")
+TOP_LEVEL_KEYS = ("name", "description", "input", "encoder", "decoder", "output_activation", "init")
+# Weight initialisations of conv/dense layers: torch's own default, or Glorot/Xavier uniform with zero
+# biases (Keras' default, which the public DEC/IDEC/DCN code was tuned with), or He/Kaiming uniform.
+INITS = ("torch", "glorot", "kaiming")
 
 REQUIRED = object()  # marks a field without a default
 
@@ -507,6 +511,10 @@ def _resolve_dict(spec: dict[str, Any], input_shape: Sequence[int] | None) -> _R
         raise ValueError(f"{name}: 'output_activation' must be one of {', '.join(ACTIVATIONS)}; "
                          f"got {out_fn!r}.")
 
+    init = spec.get("init", "torch")
+    if init not in INITS:
+        raise ValueError(f"{name}: 'init' must be one of {', '.join(INITS)}; got {init!r}.")
+
     builder = _Builder()
     dummy = torch.zeros(1, *shape)  # one dummy image: its trip through the layers gives their shapes
     encoder, z = builder.build(_parse_layers(spec["encoder"], "encoder", name), dummy)
@@ -546,8 +554,23 @@ def _resolve_dict(spec: dict[str, Any], input_shape: Sequence[int] | None) -> _R
         "encoder": [b.layer.as_dict() for b in encoder],
         "decoder": [b.layer.as_dict() for b in decoder[:n_decoder]],
         "output_activation": out_fn,
+        **({"init": init} if init != "torch" else {}),
     }
     return _Resolved(resolved_spec, explicit, encoder, decoder, shape)
+
+
+def _initialise(module: nn.Module, init: str) -> None:
+    """Re-draw the weights of every conv/dense layer of ``module`` with ``init`` (see ``INITS``)."""
+    if init == "torch":
+        return
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
+            if init == "glorot":
+                nn.init.xavier_uniform_(layer.weight)
+            else:
+                nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
 
 def resolve_spec(spec: Mapping[str, Any] | str | os.PathLike,
@@ -582,6 +605,8 @@ def build_autoencoder(spec: Mapping[str, Any] | str | os.PathLike,
     r = _resolve(spec, input_shape)
     encoder = Stack(*(b.module for b in r.encoder))
     decoder = Stack(*(b.module for b in r.decoder))
+    _initialise(encoder, r.spec.get("init", "torch"))
+    _initialise(decoder, r.spec.get("init", "torch"))
     try:
         saved = json.loads(json.dumps(r.spec))
     except TypeError as exc:
