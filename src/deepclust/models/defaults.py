@@ -3,7 +3,8 @@
 ``default_architecture((C, H, W), n_clusters)`` returns a spec dict (see ``deepclust.models.spec``):
 
 - Small grey images (C == 1 and H * W <= 32 * 32: 8x8 digits, 16x16 USPS, 28x28 MNIST): the DEC
-  dense network d-500-500-2000-e with ReLU and a linear bottleneck and output. Name
+  dense network d-500-500-2000-e with ReLU, a linear bottleneck and output, and Glorot-uniform
+  weights. Name
   ``auto-dense-CxHxW-dE``.
 - Anything else (colour, or larger): conv blocks (3x3 conv, batchnorm, ReLU) with 2x2 max pooling,
   a dense bottleneck, a mirrored decoder with nearest up-sampling and a sigmoid output. Name
@@ -77,6 +78,7 @@ def default_architecture(input_shape: Sequence[int], n_clusters: int) -> dict[st
             ],
             "decoder": "mirror",
             "output_activation": "identity",
+            "init": "glorot",  # as dec-dense: the public DEC/IDEC code's Keras default
         }
 
     n_pools = _number_of_pools(h, w)
