@@ -8,6 +8,11 @@ Layouts
   ``folder/reference/<class>/``: ``split`` picks train or test, "all" joins train then test.
   The reference images (a few labelled examples per class) are read with
   :func:`load_reference_images`.
+
+A ``reference/`` sub-folder directly under ``folder`` is always the reference set, never a class nor
+data, in every layout (so a flat folder of unlabelled images may carry reference images too).
+:func:`describe_layout` says which layout a folder has without decoding anything;
+:func:`load_image_files` reads a list of files and folders (e.g. new images to assign).
 """
 
 from __future__ import annotations
@@ -53,9 +58,13 @@ def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p))
 
 
-def _scan(folder: Path) -> _Listing:
-    """List one folder: class sub-folders (labelled) if it has any with images, else its own images."""
-    classes = [(d.name, files) for d in _subfolders(folder) if (files := _image_files(d, recursive=True))]
+def _scan(folder: Path, *, skip: tuple[str, ...] = ()) -> _Listing:
+    """List one folder: class sub-folders (labelled) if it has any with images, else its own images.
+
+    Sub-folders named in ``skip`` (the root's ``reference/``) are neither classes nor data.
+    """
+    classes = [(d.name, files) for d in _subfolders(folder)
+               if d.name not in skip and (files := _image_files(d, recursive=True))]
     top = _image_files(folder, recursive=False)
     if not classes:
         return _Listing(top, None, [])
@@ -171,7 +180,7 @@ def load_image_folder(folder: str | os.PathLike, *, split: str = "all", size=Non
     if split != "all":
         raise ValueError(f"Image folder {path} has no train/ and test/ sub-folders, so 'all' is the only "
                          f"split; got split={split!r}.")
-    listing = _scan(path)
+    listing = _scan(path, skip=(_REFERENCE,))
     return _decode(listing, path, name=name, description=_describe(path, listing, None), size=size,
                    on_error=on_error, channels=channels)
 
@@ -193,3 +202,75 @@ def load_reference_images(folder: str | os.PathLike, *, size=None, on_error: str
     return _decode(listing, reference, name=f"{path.resolve().name}-reference",
                    description=_describe(reference, listing, None), size=size, on_error=on_error,
                    channels=channels)
+
+
+@dataclass(frozen=True)
+class FolderLayout:
+    """What an image folder holds, read from its file names only (nothing is decoded)."""
+
+    path: Path
+    split_folders: bool  # train/ and/or test/ sub-folders (seed 003's layout)
+    has_train: bool  # train/ holds image files
+    has_test: bool
+    train_labelled: bool  # train/ (or the folder itself) holds class sub-folders
+    test_labelled: bool
+    reference_classes: tuple[str, ...]  # the class folders of reference/ that hold images; () if none
+
+    @property
+    def has_reference(self) -> bool:
+        return bool(self.reference_classes)
+
+
+def describe_layout(folder: str | os.PathLike) -> FolderLayout:
+    """Which layout ``folder`` uses (see the module docstring); raises if it is not a folder."""
+    path = _check_folder(folder)
+
+    def labelled(part: Path, skip: tuple[str, ...] = ()) -> bool:
+        return part.is_dir() and any(d.name not in skip and _image_files(d, recursive=True)
+                                     for d in _subfolders(part))
+
+    reference = path / _REFERENCE
+    ref_classes = tuple(d.name for d in _subfolders(reference) if _image_files(d, recursive=True)) \
+        if reference.is_dir() else ()
+    if has_split_folders(path):
+        train, test = path / "train", path / "test"
+        has_images = [part.is_dir() and bool(_image_files(part, recursive=True)) for part in (train, test)]
+        return FolderLayout(path, True, *has_images, labelled(train), labelled(test), ref_classes)
+    return FolderLayout(path, False, False, False, labelled(path, (_REFERENCE,)), False, ref_classes)
+
+
+def load_image_files(paths, *, size=None, channels: int | None = None, on_error: str = "raise",
+                     name: str = "images") -> ImageDataset:
+    """Decode image files and folders (searched recursively, hidden entries skipped) into one batch.
+
+    The order is that of ``paths``, each folder's files sorted by path. Meant for new images to assign
+    to a fitted model, so pass the ``size`` and ``channels`` the model was trained with. With
+    ``on_error="raise"`` (default) an unreadable or empty file raises a ValueError naming it.
+    """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    size = check_size(size)
+    check_on_error(on_error)
+    if channels not in (None, 1, 3):
+        raise ValueError(f"channels must be None, 1 or 3; got {channels!r}.")
+    files: list[Path] = []
+    for entry in paths:
+        p = Path(entry).expanduser()
+        if p.is_dir():
+            found = _image_files(p, recursive=True)
+            if not found:
+                raise ValueError(f"No image files found in {p} (accepted extensions, any case: "
+                                 f"{', '.join(IMAGE_EXTENSIONS)}).")
+            files.extend(found)
+        elif p.is_file():
+            if not is_image_name(p.name):
+                raise ValueError(f"{p} is not an image file name (accepted extensions, any case: "
+                                 f"{', '.join(IMAGE_EXTENSIONS)}).")
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"Image file or folder {p} does not exist.")
+    if not files:
+        raise ValueError("No images given: pass image files or folders of images.")
+    listing = _Listing(files, None, [])
+    return _decode(listing, Path(os.path.commonpath([str(f.parent) for f in files])), name=name,
+                   description=f"{len(files)} image files", size=size, on_error=on_error, channels=channels)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from sklearn.mixture import GaussianMixture
 
-from .base import DeepClusterer, Initialization
+from .base import DeepClusterer, Initialization, as_image_tensor
 
 
 def umap_embed(Z: np.ndarray, n_components: int, n_neighbors: int, min_dist: float, seed: int) -> np.ndarray:
@@ -63,20 +63,34 @@ class N2D(DeepClusterer):
         self._train_embedding = torch.as_tensor(Z)
         self._log({"stage": "cluster", "iteration": 0}, y, self.labels_)
 
+    def predict_proba(self, X) -> np.ndarray:
+        """Each cluster's share of the distance-weighted vote of the ``n_vote`` nearest training points,
+        (n_samples, n_clusters); rows sum to 1."""
+        self._check_fitted()
+        return self._votes(self._embed(as_image_tensor(X)))[0].numpy()
+
     def _assign(self, Z: torch.Tensor) -> np.ndarray:
+        shares, own = self._votes(Z)
+        pred = shares.argmax(1)
+        exact = own >= 0  # a training point keeps its own label
+        pred[exact] = own[exact]
+        return pred.numpy()
+
+    def _votes(self, Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised vote shares (n, k), and each point's own label if it is a training point, else -1."""
         train, labels = self._train_embedding, torch.as_tensor(self.labels_)
-        out = np.empty(Z.shape[0], dtype=np.int64)
+        shares = torch.empty(Z.shape[0], self.n_clusters)
+        own = torch.full((Z.shape[0],), -1, dtype=torch.int64)
         k = min(self.n_vote, train.shape[0])
         for start in range(0, Z.shape[0], 2048):
             dist = torch.cdist(Z[start:start + 2048], train)  # (b, n_train)
             d, idx = dist.topk(k, largest=False)
             weight = 1.0 / (d + 1e-8)
             votes = torch.zeros(d.shape[0], self.n_clusters).scatter_add_(1, labels[idx], weight)
-            exact = d[:, 0] <= 1e-6  # a training point keeps its own label
-            pred = votes.argmax(1)
-            pred[exact] = labels[idx[exact, 0]]
-            out[start:start + d.shape[0]] = pred.numpy()
-        return out
+            shares[start:start + d.shape[0]] = votes / votes.sum(dim=1, keepdim=True)
+            exact = d[:, 0] <= 1e-6
+            own[start:start + d.shape[0]][exact] = labels[idx[exact, 0]]
+        return shares, own
 
     def _extra_tensors(self) -> dict:
         return {"cluster_centers": self.cluster_centers_, "train_embedding": self._train_embedding,

@@ -1,0 +1,132 @@
+"""Assign new images to the clusters of a finished run: ``deepclust predict RUN_DIR IMAGES...``.
+
+The run folder holds everything needed: the fitted model (``model/`` for deep methods, else
+``cluster_centers.npy``: k-means assigns each image to its nearest centre), ``preprocessing.json``
+(image size, channels, grey, scaling), and optionally ``class_mappings.json`` (cluster -> class name).
+
+Confidence, in [1/k, 1]:
+
+- DEC / IDEC: the Student-t soft assignment q of the chosen cluster (the model's own probability);
+- N2D: the chosen cluster's share of the distance-weighted vote of the nearest training points;
+- nearest-centre methods (k-means, AE + k-means, DCN, DeepCluster): the fuzzy c-means membership
+  (m = 2) of the chosen centre, ``d_j^-2 / sum_l d_l^-2`` with ``d`` the distances to the centres in
+  the space the method clusters in. It is 1 on a centre, 1/k where all centres are equally far, and does not
+  depend on the scale of that space (a softmax over distances would).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cluster import KMeans
+from .data.image_folder import load_image_files
+from .deep import load_model
+from .folder_workflow import CLASS_MAPPINGS
+from .preprocessing import Preprocessing
+
+
+@dataclass
+class FittedRun:
+    """A finished run, loaded for assigning new images."""
+
+    root: Path
+    method: str
+    estimator: object  # a fitted deep clusterer, or a KMeans rebuilt from the saved centres
+    preprocessing: Preprocessing
+    class_names: dict[int, str | None] | None  # from class_mappings.json; None without one
+
+    @property
+    def n_clusters(self) -> int:
+        return int(np.asarray(self.estimator.cluster_centers_).shape[0])
+
+
+def load_run(run_dir: str | os.PathLike) -> FittedRun:
+    """Load the model, preprocessing and class mapping of the finished run in ``run_dir``."""
+    root = Path(run_dir).expanduser()
+    if not (root / "config.json").is_file():
+        raise FileNotFoundError(f"{root} is not a deepclust run folder: it has no config.json. Pass a folder "
+                                "written by 'deepclust run'.")
+    status_file = root / "status.json"
+    status = json.loads(status_file.read_text()).get("status") if status_file.is_file() else "unknown"
+    if status != "complete":
+        raise ValueError(f"The run in {root} is {status}, not complete, so it has no final model to predict "
+                         f"with; finish it first (deepclust run --resume {root}).")
+    method = json.loads((root / "config.json").read_text())["config"]["method"]
+    if (root / "model" / "model.json").is_file():
+        estimator = load_model(root / "model")
+    elif (root / "cluster_centers.npy").is_file():
+        centers = np.load(root / "cluster_centers.npy", allow_pickle=False).astype(np.float32)
+        estimator = KMeans(n_clusters=centers.shape[0])
+        estimator.cluster_centers_ = centers
+        estimator.n_features_in_ = int(centers.shape[1])
+    else:
+        raise FileNotFoundError(f"{root} holds neither model/ nor cluster_centers.npy: nothing to predict "
+                                "with.")
+    class_names = None
+    if (root / CLASS_MAPPINGS).is_file():
+        mapping = json.loads((root / CLASS_MAPPINGS).read_text())["mapping"]
+        class_names = {int(c): name for c, name in mapping.items()}
+    return FittedRun(root, method, estimator, Preprocessing.load(root), class_names)
+
+
+def assign(run: FittedRun, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Clusters (n,) int64 and confidences (n,) float of features ``X`` prepared by ``run.preprocessing``."""
+    est = run.estimator
+    clusters = np.asarray(est.predict(X), dtype=np.int64)
+    rows = np.arange(clusters.shape[0])
+    if hasattr(est, "predict_proba"):
+        return clusters, np.asarray(est.predict_proba(X), dtype=np.float64)[rows, clusters]
+    # The space the centres live in: the input for k-means (whose transform gives distances), else the
+    # method's own features (an autoencoder's embedding, DeepCluster's whitened features).
+    space = X.reshape(X.shape[0], -1) if isinstance(est, KMeans) else est.transform(X)
+    d2 = torch.cdist(torch.as_tensor(space, dtype=torch.float64),
+                     torch.as_tensor(np.asarray(est.cluster_centers_), dtype=torch.float64)).pow(2).numpy()
+    return clusters, fuzzy_membership(d2)[rows, clusters]
+
+
+def fuzzy_membership(d2: np.ndarray) -> np.ndarray:
+    """Fuzzy c-means memberships (m = 2) from squared distances (n, k): rows of d^-2, normalised to 1.
+
+    A point on a centre belongs to it with membership 1.
+    """
+    d2 = np.asarray(d2, dtype=np.float64)
+    on_centre = d2 <= 1e-12
+    with np.errstate(divide="ignore"):
+        weight = np.where(on_centre, 0.0, 1.0 / d2)
+    weight[on_centre.any(axis=1)] = on_centre[on_centre.any(axis=1)]
+    return weight / weight.sum(axis=1, keepdims=True)
+
+
+def predict_images(run_dir: str | os.PathLike, images: Sequence[str | os.PathLike], *,
+                   on_error: str = "raise") -> list[dict]:
+    """Assign image files (and the images in folders) with the run's model.
+
+    Returns one dict per image: ``file``, ``cluster``, ``class`` (mapped name or None), ``confidence``.
+    An unreadable image raises a ValueError naming it (``on_error="skip"`` leaves it out with a warning).
+    """
+    run = load_run(run_dir)
+    prep = run.preprocessing
+    data = load_image_files(images, size=prep.image_size, channels=prep.channels, on_error=on_error)
+    clusters, confidence = assign(run, prep.apply(data.images))
+    names = run.class_names or {}
+    return [{"file": path, "cluster": int(c), "class": names.get(int(c)), "confidence": float(p)}
+            for path, c, p in zip(data.paths, clusters, confidence, strict=True)]
+
+
+def predictions_csv(rows: list[dict]) -> str:
+    """The rows of :func:`predict_images` as CSV: file, cluster, class (empty if unmapped), confidence."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["file", "cluster", "class", "confidence"])
+    for row in rows:
+        writer.writerow([row["file"], row["cluster"], row["class"] or "", f"{row['confidence']:.4f}"])
+    return buf.getvalue()

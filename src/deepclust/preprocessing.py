@@ -1,0 +1,92 @@
+"""The image preprocessing of a run, saved beside it so new images can be prepared exactly the same way.
+
+A run turns decoded uint8 images (n, h, w, c) into features with
+:func:`deepclust.data.transforms.prepare_features`: grey (optional), float scaling, flatten for
+methods that take vectors. ``preprocessing.json`` records those choices, the image size and channel
+count the model was fitted on, and, for ``normalize="standard"``, the training set's channel
+statistics (a new batch must not be standardised with its own).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ._io import write_json
+from .data.transforms import to_float, to_grayscale
+
+FILENAME = "preprocessing.json"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images (uint8, n x h x w x c) became the features a fitted model expects."""
+
+    image_size: tuple[int, int]  # (height, width) of the decoded images
+    channels: int  # channels of the decoded images (1 or 3), before ``grayscale``
+    grayscale: bool
+    normalize: str | None  # "unit", "standard" or None
+    flatten: bool  # (n, h*w*c) vectors (k-means) rather than images (deep methods)
+    mean: tuple[float, ...] | None = None  # per-channel statistics of "standard"
+    std: tuple[float, ...] | None = None
+
+    @classmethod
+    def of_run(cls, images: np.ndarray, *, grayscale: bool, normalize: str | None,
+               flatten: bool) -> Preprocessing:
+        """The preprocessing of a run fitted on ``images`` (its decoded training images)."""
+        mean = std = None
+        if normalize == "standard":
+            source = to_grayscale(images) if grayscale else images
+            _, m, s = to_float(source, "standard", return_stats=True)
+            mean, std = tuple(float(v) for v in m), tuple(float(v) for v in s)
+        h, w, c = images.shape[1:]
+        return cls((int(h), int(w)), int(c), bool(grayscale), normalize, bool(flatten), mean, std)
+
+    def apply(self, images: np.ndarray) -> np.ndarray:
+        """Features of ``images`` (decoded at ``image_size`` with ``channels``), float32."""
+        if tuple(images.shape[1:3]) != tuple(self.image_size) or images.shape[-1] != self.channels:
+            raise ValueError(f"Images of shape {tuple(images.shape[1:])} do not match the run's "
+                             f"{(*self.image_size, self.channels)}; decode them with size="
+                             f"{tuple(self.image_size)} and channels={self.channels}.")
+        x = to_grayscale(images) if self.grayscale else images
+        x = to_float(x, self.normalize, mean=self.mean, std=self.std)
+        if self.flatten:
+            x = x.reshape(x.shape[0], -1)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def save(self, run_dir: str | os.PathLike) -> Path:
+        path = Path(run_dir) / FILENAME
+        write_json(path, asdict(self))
+        return path
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike) -> Preprocessing:
+        """Read ``preprocessing.json``; runs written before it existed fall back to ``config.json``."""
+        run_dir = Path(run_dir)
+        path = run_dir / FILENAME
+        if path.is_file():
+            d = json.loads(path.read_text())
+            return cls(tuple(d["image_size"]), int(d["channels"]), bool(d["grayscale"]), d["normalize"],
+                       bool(d["flatten"]), _tuple(d.get("mean")), _tuple(d.get("std")))
+        config_path = run_dir / "config.json"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{run_dir} is not a deepclust run folder: it has no {FILENAME} "
+                                    "and no config.json.")
+        saved = json.loads(config_path.read_text())
+        config, resolved = saved["config"], saved["resolved"]
+        if config.get("normalize") == "standard":
+            raise ValueError(f"The run in {run_dir} standardised its images but predates {FILENAME}, so the "
+                             "training statistics are unknown; re-run it with this version of deepclust.")
+        h, w, c = resolved["image_shape"]
+        from .methods import DEEP_METHODS
+
+        return cls((h, w), c, bool(config.get("grayscale")), config.get("normalize"),
+                   config["method"] not in DEEP_METHODS)
+
+
+def _tuple(value) -> tuple[float, ...] | None:
+    return None if value is None else tuple(float(v) for v in value)
