@@ -195,6 +195,22 @@ def test_deep_run_writes_embeddings_history_model_and_can_seed_another(tmp_path)
     assert reused.shape == (1797, 10)
 
 
+def test_metrics_flag_scores_the_clusters_in_every_space(tmp_path, capsys):
+    out = tmp_path / "runs"
+    argv = ["run", "--method", "dec", "--pretrain", "3", "--cluster", "2", "--metrics", "--out", str(out)]
+    assert main(argv) == 0
+    spaces = json.loads((_only_run_dir(out) / "metrics.json").read_text())["spaces"]
+    assert list(spaces) == ["pixels", "pretrained", "final"]
+    for scores in spaces.values():
+        assert -1 <= scores["silhouette"] <= 1 and scores["dunn"] > 0
+    printed = capsys.readouterr().out
+    assert all(f"  {space}" in printed for space in spaces)
+    # k-means has only the pixel space
+    out2 = tmp_path / "runs2"
+    assert main(["run", "--metrics", "--out", str(out2)]) == 0
+    assert list(json.loads((_only_run_dir(out2) / "metrics.json").read_text())["spaces"]) == ["pixels"]
+
+
 def test_default_architecture_is_recorded(tmp_path):
     result = run(RunConfig(method="ae-kmeans", pretrain_epochs=1, out=str(tmp_path), progress=False))
     arch = json.loads(result.paths.config.read_text())["resolved"]["architecture"]

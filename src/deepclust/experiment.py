@@ -25,13 +25,16 @@ from ._validation import check_features, check_n_clusters
 from .data import ImageDataset, load_dataset
 from .data.transforms import prepare_features
 from .deep import as_image_tensor, load_model, save_model
+from .folder_workflow import after_fit, fit_config, summary_lines
 from .methods import DEEP_METHODS, get_method
 from .metrics import evaluate_clustering
 from .models import default_architecture
 from .progress import progress_enabled
+from .report import K_SELECTION, try_write_report
 from .runs import RunPaths, create_run_dir, set_status
 
 DEFAULT_DATASET = "digits"
+AUTO = "auto"  # n_clusters="auto": choose k by the silhouette (--clusters auto)
 
 
 @dataclass
@@ -42,7 +45,8 @@ class RunConfig:
     data_dir: str | None = None
     split: str = "all"
     method: str = "kmeans"
-    n_clusters: int | None = None  # None: the number of classes of a labelled data set
+    n_clusters: int | str | None = None  # None: the number of classes of a labelled data set; "auto": chosen
+    k_range: str | None = None  # "MIN:MAX" that n_clusters="auto" tries (None: 2 to min(20, n - 1))
     seed: int = 0
     out: str = "runs"
     device: str = "cpu"
@@ -66,7 +70,17 @@ class RunConfig:
     noise: float = 0.0
     augment: bool = False
     from_run: str | None = None  # reuse the autoencoder saved in this run folder
+    # deepcluster (arch None: alexnet-small; batch_size, n_init and backend are shared with the above)
+    dc_input: str = "sobel"  # grey, colour, sobel or colour+sobel
+    dc_epochs: int = 15
+    pca_dim: int = 16
+    train_clusters: int | None = None  # k of the training epochs (over-clustering); None: n_clusters
+    net_optimizer: str = "sgd"
+    top_optimizer: str = "sgd"
+    dc_lr: float | None = None  # None: 0.05 for SGD, 1e-3 for Adam
+    dc_augment: str = "crop"  # none, crop, flip or crop+flip
     visualize: bool = False  # write PNG plots to plots/
+    metrics: bool = False  # also score the clusters in every space (pixels, pretrained, final embedding)
     progress: bool | None = None  # None: show bars on a terminal
 
     def to_dict(self) -> dict:
@@ -81,8 +95,11 @@ class RunResult:
     dataset: ImageDataset
 
 
-def load_inputs(config: RunConfig) -> tuple[ImageDataset, np.ndarray, int]:
-    """Load the data set, turn it into features and resolve k; every error here is the user's input."""
+def load_inputs(config: RunConfig) -> tuple[ImageDataset, np.ndarray, int | str]:
+    """Load the data set, turn it into features and resolve k; every error here is the user's input.
+
+    k is returned as "auto" when ``config.n_clusters`` is "auto" (``run`` chooses it, see ``auto_k_values``).
+    """
     dataset = load_dataset(config.dataset, data_dir=config.data_dir, split=config.split,
                            size=config.size)
     deep = config.method in DEEP_METHODS
@@ -92,6 +109,9 @@ def load_inputs(config: RunConfig) -> tuple[ImageDataset, np.ndarray, int]:
     elif not np.isfinite(X).all():
         raise ValueError("The images contain NaN or infinite values after preprocessing.")
     n_clusters = config.n_clusters
+    if n_clusters == AUTO:
+        auto_k_values(config, X.shape[0])  # a bad --k-range fails here, before any run folder exists
+        return dataset, X, AUTO
     if n_clusters is None:
         if dataset.labels is None:
             raise ValueError(
@@ -109,6 +129,13 @@ def build_method(config: RunConfig, n_clusters: int):
         return get_method(config.method, n_clusters=n_clusters, n_init=config.n_init,
                           max_iter=config.max_iter, backend=config.backend, device=config.device,
                           random_state=config.seed, verbose=verbose)
+    if config.method == "deepcluster":
+        return get_method("deepcluster", n_clusters=n_clusters, train_clusters=config.train_clusters,
+                          arch=config.arch or "alexnet-small", input=config.dc_input, epochs=config.dc_epochs,
+                          batch_size=config.batch_size, pca_dim=config.pca_dim, lr=config.dc_lr,
+                          optimizer=config.net_optimizer, top_optimizer=config.top_optimizer,
+                          augment=config.dc_augment, n_init=config.n_init, backend=config.backend,
+                          device=config.device, random_state=config.seed, verbose=verbose)
     params = dict(n_clusters=n_clusters, arch=config.arch, pretrain_epochs=config.pretrain_epochs,
                   layerwise_epochs=config.layerwise_epochs, batch_size=config.batch_size, lr=config.lr,
                   optimizer=config.optimizer, loss=config.loss, noise=config.noise, augment=config.augment,
@@ -120,16 +147,53 @@ def build_method(config: RunConfig, n_clusters: int):
     return get_method(config.method, **params)
 
 
+def auto_k_values(config: RunConfig, n_samples: int) -> list[int]:
+    """The k that ``--clusters auto`` tries: ``config.k_range`` ("MIN:MAX"), default 2 to min(20, n - 1)."""
+    from .cluster.choose_k import default_k_values, parse_k_range
+
+    k_min, k_max = parse_k_range(config.k_range) if config.k_range else (2, None)
+    return default_k_values(n_samples, k_min, k_max)
+
+
+def choose_k_for_run(config: RunConfig, paths: RunPaths, method, X: np.ndarray,
+                     k_values: list[int]) -> tuple[dict, list[dict]]:
+    """``--clusters auto``: pick k by the silhouette of k-means for each of ``k_values``, set it on
+    ``method`` and write ``k_selection.json``. Returns the selection and the history of any pretraining.
+
+    Autoencoder methods pretrain their autoencoder once (checkpointed in checkpoints/choose-k), choose k
+    on its embedding and then reuse it without pretraining again; other methods choose k on the input.
+    """
+    from .cluster.choose_k import choose_n_clusters
+
+    history: list[dict] = []
+    if "autoencoder" in method.get_params():
+        pre = build_method(dataclasses.replace(config, method="ae-kmeans"), k_values[0])
+        pre.set_params(checkpoint_dir=str(paths.checkpoints / "choose-k")).fit(X)
+        space, where = pre.embedding_, "the pretrained autoencoder's embedding"
+        method.set_params(autoencoder=pre.autoencoder_, pretrain_epochs=0, layerwise_epochs=0)
+        history = [row for row in pre.history_ if row.get("stage") in ("layerwise", "pretrain")]
+    else:
+        space, where = X.reshape(X.shape[0], -1), "the input features"
+    found = choose_n_clusters(space, k_values, config.seed, n_init=config.n_init, max_iter=config.max_iter,
+                              backend=config.backend, device=config.device,
+                              verbose=progress_enabled(config.progress))
+    selection = {**found.to_dict(), "space": where}
+    write_json(paths.root / K_SELECTION, selection)
+    method.set_params(n_clusters=found.best_k)
+    return selection, history
+
+
 def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
     """Cluster ``config.dataset`` with ``config.method`` and write a new run folder.
 
     ``resume`` continues an interrupted run in its own folder from its last checkpoint.
     """
-    dataset, X, n_clusters = load_inputs(config)
+    dataset, X, n_clusters = load_inputs(fit_config(config))  # a folder's train/ when test/ is held out
     if config.from_run and not (Path(config.from_run) / "model" / "model.json").is_file():
         raise FileNotFoundError(f"--from {config.from_run}: no saved model in {config.from_run}/model; "
                                 "pass the folder of a finished deep run.")
-    method = build_method(config, n_clusters)
+    k_values = auto_k_values(config, X.shape[0]) if n_clusters == AUTO else None
+    method = build_method(config, k_values[0] if k_values else n_clusters)
     if resume:
         paths = RunPaths(Path(resume))
         set_status(paths, "running")
@@ -138,19 +202,31 @@ def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
     if config.method in DEEP_METHODS:
         method.set_params(checkpoint_dir=str(paths.checkpoints))
     try:
-        _write_config(paths, config, dataset, X, n_clusters, method)
+        arch_k = k_values[0] if k_values else n_clusters  # auto: the autoencoder is built for the first k
+        _write_config(paths, config, dataset, X, n_clusters, method, arch_clusters=arch_k)
         start = time.perf_counter()
+        pretrained_history: list[dict] = []
+        if k_values:  # --clusters auto: choose k first (pretraining the autoencoder once), then fit with it
+            selection, pretrained_history = choose_k_for_run(config, paths, method, X, k_values)
+            n_clusters = selection["best_k"]
+            _write_config(paths, config, dataset, X, n_clusters, method, arch_clusters=arch_k,
+                          k_selection=selection)
         if config.method in DEEP_METHODS:
             method.fit(X, dataset.labels)  # labels only feed the per-epoch log, never the training
         else:
             method.fit(X)
         seconds = time.perf_counter() - start
+        if pretrained_history:  # the pretraining done while choosing k belongs to this run's curves
+            method.history_ = pretrained_history + method.history_
         labels = np.asarray(method.labels_, dtype=np.int64)
         space = getattr(method, "embedding_", X)
         metrics = evaluate_clustering(labels, dataset.labels, space, random_state=config.seed)
         metrics.update(seconds=round(seconds, 4), metric_space="embedding" if space is not X else "input")
         if hasattr(method, "inertia_"):
             metrics.update(inertia=float(method.inertia_), n_iter=int(method.n_iter_))
+        if config.metrics:
+            metrics["spaces"] = metrics_by_space(method, X, labels, seed=config.seed)
+        metrics.update(after_fit(paths, config, method, dataset, X))  # preprocessing, test/, class mappings
         write_json(paths.metrics, metrics)
         write_text(paths.assignments, _assignments_csv(dataset, labels))
         write_npy(paths.centers, np.asarray(method.cluster_centers_))
@@ -160,7 +236,8 @@ def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
             save_model(method, paths.model)
         if config.visualize:
             write_plots(paths, method, dataset, X, labels, seed=config.seed)
-        set_status(paths, "complete")
+        report_error = try_write_report(paths.root, dataset=dataset, features=X)
+        set_status(paths, "complete", **({"report_error": report_error} if report_error else {}))
     except KeyboardInterrupt:
         set_status(paths, "interrupted", resume=f"deepclust run --resume {paths.root}")
         raise
@@ -171,6 +248,24 @@ def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
             shutil.rmtree(paths.root, ignore_errors=True)  # never leave a half-written run behind
         raise
     return RunResult(paths, metrics, labels, dataset)
+
+
+def metrics_by_space(method, X: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> dict[str, dict]:
+    """Silhouette and Dunn's index of the same clusters in each space the run passed through.
+
+    Seed 002's ``--metrics``: how well separated the clusters are in the raw pixels, in the pretrained
+    autoencoder's embedding and in the final embedding, so the effect of each stage shows.
+    """
+    spaces = {"pixels": X.reshape(X.shape[0], -1)}
+    if hasattr(method, "pretrained_embedding_"):
+        spaces["pretrained"] = method.pretrained_embedding_
+    if hasattr(method, "embedding_"):
+        spaces["final"] = method.embedding_
+    out = {}
+    for name, Z in spaces.items():
+        scores = evaluate_clustering(labels, None, Z, random_state=seed)
+        out[name] = {k: v for k, v in scores.items() if k.startswith(("silhouette", "dunn"))}
+    return out
 
 
 def resume_run(run_dir: str | Path) -> RunResult:
@@ -197,11 +292,16 @@ def write_plots(paths: RunPaths, method, dataset: ImageDataset, X: np.ndarray, l
     written = [plots.plot_embedding(flat, labels, out / "latent_pixels.png", true_labels=y,
                                     title="raw pixels (PCA)", random_state=seed)]
     if hasattr(method, "embedding_"):
-        for name, Z in (("pretrained", method.pretrained_embedding_), ("final", method.embedding_)):
-            written.append(plots.plot_embedding(Z, labels, out / f"latent_{name}.png", true_labels=y,
-                                                title=f"{name} embedding (PCA)", random_state=seed))
+        for name, Z in (("pretrained", getattr(method, "pretrained_embedding_", None)),
+                        ("final", method.embedding_)):
+            if Z is not None:  # DeepCluster has no pretrained embedding
+                written.append(plots.plot_embedding(Z, labels, out / f"latent_{name}.png", true_labels=y,
+                                                    title=f"{name} embedding (PCA)", random_state=seed))
         if any(isinstance(row.get("loss"), float) for row in method.history_):  # none when nothing trained
             written.append(plots.plot_history(method.history_, out / "loss_curves.png"))
+        if hasattr(method, "network_"):  # DeepCluster: clustering loss, CE, NMI t-1/t, ACC/NMI per epoch
+            written.append(plots.plot_deepcluster_history(method.history_, out / "deepcluster_history.png"))
+    if hasattr(method, "autoencoder_"):
         pick = np.random.default_rng(seed).choice(len(X), size=min(25, len(X)), replace=False)
         with torch.no_grad():
             method.autoencoder_.eval()
@@ -231,11 +331,21 @@ def format_summary(result: RunResult) -> str:
             if key in ("silhouette", "dunn") and not m.get(f"{key}_exact", True):
                 note = f"  (estimated on a sample of {m.get(f'{key}_sample_size')})"
             lines.append(f"  {label:<11}{m[key]:.4f}{note}")
+    lines += summary_lines(m)  # held-out test/ and class mappings of an image folder
+    if m.get("spaces"):
+        lines.append(f"  {'space':<11}{'silhouette':>11}{'Dunn':>9}")
+        for space, scores in m["spaces"].items():
+            cells = [f"{scores[key]:.4f}" if scores.get(key) is not None else "-"
+                     for key in ("silhouette", "dunn")]
+            lines.append(f"  {space:<11}{cells[0]:>11}{cells[1]:>9}")
     lines.append(f"  run folder  {result.paths.root}")
     return "\n".join(lines)
 
 
-def _write_config(paths, config, dataset, X, n_clusters, method) -> None:
+def _write_config(paths, config, dataset, X, n_clusters, method, *, arch_clusters=None,
+                  k_selection=None) -> None:
+    resolved_k = {} if k_selection is None else {"k_selection": {
+        key: k_selection[key] for key in ("criterion", "best_k", "space")} | {"file": K_SELECTION}}
     write_json(paths.config, {
         "config": config.to_dict(),
         "resolved": {
@@ -244,7 +354,8 @@ def _write_config(paths, config, dataset, X, n_clusters, method) -> None:
             "description": dataset.description,
             "n_samples": int(X.shape[0]),
             "n_features": int(np.prod(X.shape[1:])),
-            "architecture": _architecture(config, dataset, n_clusters),
+            "architecture": _architecture(config, dataset, arch_clusters or n_clusters),
+            **resolved_k,
             "image_shape": list(dataset.images.shape[1:]),
             "method_params": jsonable_params(method.get_params()),
         },
@@ -257,6 +368,12 @@ def _architecture(config: RunConfig, dataset: ImageDataset, n_clusters: int):
     """The architecture a deep run uses: the one named, or the default chosen for the data's shape."""
     if config.method not in DEEP_METHODS:
         return None
+    if config.method == "deepcluster":
+        from .models.convnets import convnet_spec
+
+        h, w, c = dataset.images.shape[1:]
+        shape = (1 if config.grayscale else c, h, w)
+        return convnet_spec(config.arch or "alexnet-small", shape, config.dc_input)
     if config.from_run:
         return {"from_run": config.from_run}
     if config.arch is not None:

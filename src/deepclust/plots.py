@@ -32,6 +32,7 @@ from .metrics import check_clusterings, check_labels, confusion_matrix
 __all__ = [
     "plot_cluster_montage",
     "plot_confusion_matrix",
+    "plot_deepcluster_history",
     "plot_embedding",
     "plot_history",
     "plot_reconstructions",
@@ -243,6 +244,33 @@ def _line(ax, rows: list[dict], x_key: str | None, y_key: str, **style) -> None:
     ax.plot(x, y, marker=marker, markersize=3, **style)
 
 
+def plot_deepcluster_history(history: Sequence[dict], path: str | os.PathLike) -> Path:
+    """DeepCluster's per-epoch curves from its ``history_``: the k-means objective, the cross-entropy,
+    and the NMI between successive clusterings (t-1/t) with ACC and NMI against the truth when logged."""
+    rows = [r for r in history if isinstance(r, dict) and _is_number(r.get("epoch"))]
+    if not rows:
+        raise ValueError("no DeepCluster history rows to plot: none has a numeric 'epoch'.")
+    fig = Figure(figsize=(14.4, 3.8), dpi=_DPI, layout="constrained")
+    axes = fig.subplots(1, 3)
+    panels = (("clustering loss (k-means objective)", ("clustering_loss",)),
+              ("cross-entropy on pseudo-labels", ("cross_entropy",)),
+              ("agreement", ("nmi_prev", "acc", "nmi")))
+    names = {"nmi_prev": "NMI t-1/t", "acc": "ACC vs truth", "nmi": "NMI vs truth"}
+    for ax, (title, keys) in zip(axes, panels, strict=True):
+        for i, key in enumerate(keys):
+            points = [r for r in rows if _is_number(r.get(key))]
+            if points:
+                _line(ax, points, "epoch", key, label=names.get(key, key), color=f"C{i}")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(keys) > 1:
+            ax.set_ylim(0, 1.02)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize="small", loc="lower right")
+    return _save(fig, path)
+
+
 # ------------------------------------------------------------------------------------------ confusion
 def plot_confusion_matrix(labels_true: np.ndarray, labels_pred: np.ndarray, path: str | os.PathLike, *,
                           class_names: list[str] | None = None) -> Path:
@@ -383,3 +411,130 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
     finally:
         fig.clear()
     return path
+
+
+# --------------------------------------------------------------------------- report figures (report.py)
+def plot_history_columns(history: Sequence[dict], path: str | os.PathLike, *,
+                         columns: Sequence[str] | None = None, most: int = 8) -> Path:
+    """Any logged history: one small panel per numeric column (all numeric columns but the step
+    counters when ``columns`` is None, at most ``most``), one line per ``stage`` when rows have one,
+    against ``epoch`` (else ``iteration``, else the row number). For histories that
+    :func:`plot_history` cannot draw (no ``loss`` column)."""
+    rows = [r for r in history if isinstance(r, dict)]
+    counters = ("epoch", "iteration", "layer", "stage")
+    if columns is None:
+        columns = list(dict.fromkeys(k for r in rows for k, v in r.items()
+                                     if k not in counters and _is_number(v)))
+    most = check_positive_int(most, "most")
+    columns = [c for c in columns if any(_is_number(r.get(c)) for r in rows)][:most]
+    if not columns:
+        raise ValueError("no history columns to plot: no row has a numeric value besides its step counters.")
+    stages = list(dict.fromkeys(str(r.get("stage", "")) for r in rows))
+    n_cols = min(4, len(columns))
+    n_rows = math.ceil(len(columns) / n_cols)
+    fig = Figure(figsize=(3.6 * n_cols, 2.8 * n_rows), dpi=_DPI, layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False).reshape(-1)
+    for ax, column in zip(axes, columns, strict=False):
+        having = [r for r in rows if _is_number(r.get(column))]
+        x_key = next((k for k in ("epoch", "iteration") if all(_is_number(r.get(k)) for r in having)), None)
+        for i, stage in enumerate(stages):
+            points = [r for r in having if str(r.get("stage", "")) == stage]
+            if points:
+                _line(ax, points, x_key, column, label=stage or None, color=f"C{i}")
+        ax.set_title(column, fontsize="medium")
+        ax.set_xlabel(x_key or "logged step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(stages) > 1 and ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="x-small")
+    for ax in axes[len(columns):]:
+        ax.set_axis_off()
+    return _save(fig, path)
+
+
+def plot_k_selection(ks: Sequence[int], scores: Sequence[float | None], path: str | os.PathLike, *,
+                     best_k: int | None = None, inertias: Sequence[float] | None = None,
+                     criterion: str = "silhouette") -> Path:
+    """The curve of a search for k: ``criterion`` against k with the chosen k marked, and the k-means
+    inertia on a second axis when given (it always falls with k, so it is context, not the criterion).
+    None or NaN scores (undefined) leave gaps."""
+    ks = np.asarray(ks, dtype=np.float64)
+    scores = np.array([np.nan if s is None else s for s in scores], dtype=np.float64)
+    if ks.ndim != 1 or ks.size == 0 or scores.shape != ks.shape:
+        raise ValueError(f"ks and scores must be 1-D of the same, non-zero length; got {ks.shape} and "
+                         f"{scores.shape}.")
+    fig = Figure(figsize=(6.4, 3.6), dpi=_DPI, layout="constrained")
+    ax = fig.subplots()
+    ax.plot(ks, scores, marker="o", markersize=4, color="C0", label=criterion)
+    if best_k is not None and best_k in ks:
+        best = scores[int(np.flatnonzero(ks == best_k)[0])]
+        ax.axvline(best_k, color="C3", linestyle="--", linewidth=1)
+        ax.plot([best_k], [best], marker="*", markersize=14, color="C3", linestyle="",
+                label=f"chosen k = {best_k}")
+    ax.set_xlabel("k (number of clusters)")
+    ax.set_ylabel(criterion)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles, names = ax.get_legend_handles_labels()
+    if inertias is not None and len(inertias) == ks.size:
+        twin = ax.twinx()
+        twin.plot(ks, np.asarray(inertias, dtype=np.float64), color="0.6", linestyle=":", label="inertia")
+        twin.set_ylabel("k-means inertia", color="0.4")
+        more_handles, more_names = twin.get_legend_handles_labels()
+        handles, names = handles + more_handles, names + more_names
+    ax.legend(handles, names, fontsize="small", loc="best")
+    ax.set_title(f"choosing k by {criterion}", fontsize="medium")
+    return _save(fig, path)
+
+
+def plot_metric_bars(rows: Sequence[dict], path: str | os.PathLike, *,
+                     metrics: Sequence[tuple[str, str]] = (("acc", "ACC"), ("nmi", "NMI"), ("ari", "ARI"),
+                                                           ("silhouette", "silhouette"), ("dunn", "Dunn"),
+                                                           ("seconds", "time (s)"))) -> Path:
+    """One bar chart per metric comparing methods: the mean over a method's rows (folds or seeds) with
+    the sample standard deviation as an error bar; metrics no row has are left out."""
+    methods = list(dict.fromkeys(str(r.get("method")) for r in rows if isinstance(r, dict)))
+    if not methods:
+        raise ValueError("no result rows to plot: each row must be a dict with a 'method'.")
+    values = {(m, key): [float(r[key]) for r in rows if str(r.get("method")) == m and _is_number(r.get(key))
+                        and math.isfinite(r[key])] for m in methods for key, _ in metrics}
+    shown = [(key, name) for key, name in metrics if any(values[m, key] for m in methods)]
+    if not shown:
+        raise ValueError(f"no numeric metric to plot: the rows have none of {[k for k, _ in metrics]}.")
+    n_cols = min(3, len(shown))
+    n_rows = math.ceil(len(shown) / n_cols)
+    fig = Figure(figsize=(max(3.2, 0.55 * len(methods) + 1.6) * n_cols, 3.0 * n_rows), dpi=_DPI,
+                 layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False).reshape(-1)
+    colors = _group_colors(len(methods))
+    x = np.arange(len(methods))
+    for ax, (key, name) in zip(axes, shown, strict=False):
+        means = [np.mean(values[m, key]) if values[m, key] else np.nan for m in methods]
+        stds = [np.std(values[m, key], ddof=1) if len(values[m, key]) > 1 else 0.0 for m in methods]
+        ax.bar(x, means, yerr=stds, color=colors, capsize=3, edgecolor="0.3", linewidth=0.5)
+        crowded = len(methods) > 4
+        ax.set_xticks(x, methods, rotation=30 if crowded else 0, ha="right" if crowded else "center")
+        ax.set_title(name, fontsize="medium")
+        if key in ("acc", "nmi", "ari") and np.nanmax(np.abs(means)) <= 1.0:
+            ax.set_ylim(min(0.0, np.nanmin(means)), 1.0)
+    for ax in axes[len(shown):]:
+        ax.set_axis_off()
+    return _save(fig, path)
+
+
+def tile_images(images: np.ndarray, *, tile: int = 56, pad: int = 2, background: int = 255) -> np.ndarray:
+    """A single row of images as one uint8 (H, W, C) array: each image scaled (nearest neighbour up,
+    box filter down) so its longer side is ``tile`` pixels, separated by ``pad`` pixels of
+    ``background``. Fast (Pillow, no figure), for pages that show many small strips."""
+    from PIL import Image
+
+    arr = _as_images(images, "images")
+    tile = check_positive_int(tile, "tile")
+    n, h, w, c = arr.shape
+    scale = tile / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.BOX
+    out = np.full((size[1], n * size[0] + (n - 1) * pad, c), background, dtype=np.uint8)
+    for i, image in enumerate((arr * 255.0).round().astype(np.uint8)):
+        scaled = Image.fromarray(image[..., 0] if c == 1 else image).resize(size, resample)
+        x = i * (size[0] + pad)
+        out[:, x:x + size[0]] = np.asarray(scaled).reshape(size[1], size[0], c)
+    return out

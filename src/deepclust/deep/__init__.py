@@ -1,13 +1,14 @@
-"""Deep clustering methods built on an autoencoder: AE + k-means, DEC, IDEC, DCN, N2D."""
+"""Deep clustering methods: on an autoencoder (AE + k-means, DEC, IDEC, DCN, N2D) and DeepCluster."""
 
 from .ae_kmeans import AEKMeans
 from .base import DeepClusterer, Initialization, as_image_tensor
 from .checkpoint import load_model, save_model
 from .dcn import DCN
 from .dec import DEC, IDEC
+from .deepcluster import DeepCluster
 from .n2d import N2D
 
-METHODS_BY_CLASS = {cls.__name__: cls for cls in (AEKMeans, DEC, IDEC, DCN, N2D)}
+METHODS_BY_CLASS = {cls.__name__: cls for cls in (AEKMeans, DEC, IDEC, DCN, N2D, DeepCluster)}
 
-__all__ = ["AEKMeans", "DEC", "IDEC", "DCN", "N2D", "DeepClusterer", "Initialization", "as_image_tensor",
-           "save_model", "load_model", "METHODS_BY_CLASS"]
+__all__ = ["AEKMeans", "DEC", "IDEC", "DCN", "N2D", "DeepCluster", "DeepClusterer", "Initialization",
+           "as_image_tensor", "save_model", "load_model", "METHODS_BY_CLASS"]

@@ -48,8 +48,9 @@ def save_model(estimator, folder: str | os.PathLike) -> Path:
     """Write a fitted deep clusterer to ``folder`` (``model.safetensors`` + ``model.json``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model = estimator.autoencoder_
-    tensors = {f"autoencoder.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    attr = getattr(estimator, "_network_attr", "autoencoder_")  # DeepCluster saves its "network_"
+    model, prefix = getattr(estimator, attr), attr.rstrip("_") + "."
+    tensors = {f"{prefix}{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     for name, value in estimator._extra_tensors().items():
         tensors[name] = torch.as_tensor(np.asarray(value)).contiguous()
     params = {k: v for k, v in estimator.get_params(deep=False).items() if k != "autoencoder"}
@@ -79,10 +80,12 @@ def load_model(folder: str | os.PathLike):
         raise ValueError(f"{folder / MODEL_CONFIG} names an unknown class {config['class']!r}.")
     tensors = load_file(str(folder / MODEL_WEIGHTS))
     estimator = cls(**config["params"])
-    model = build_autoencoder(config["spec"], input_shape=tuple(config["input_shape"]))
-    prefix = "autoencoder."
+    attr = getattr(cls, "_network_attr", "autoencoder_")
+    rebuild = getattr(cls, "_rebuild_network", build_autoencoder)
+    model = rebuild(config["spec"], input_shape=tuple(config["input_shape"]))
+    prefix = attr.rstrip("_") + "."
     model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-    estimator.autoencoder_ = model.eval()
+    setattr(estimator, attr, model.eval())
     estimator._restore_extra_tensors({k: v for k, v in tensors.items() if not k.startswith(prefix)})
     estimator._device = resolve_device("cpu")
     estimator.n_features_in_ = int(np.prod(config["input_shape"]))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..cluster import KMeans
-from ..deep import DCN, DEC, IDEC, N2D, AEKMeans
+from ..deep import DCN, DEC, IDEC, N2D, AEKMeans, DeepCluster
 
 METHODS: dict[str, type] = {
     "kmeans": KMeans,
@@ -12,8 +12,10 @@ METHODS: dict[str, type] = {
     "idec": IDEC,
     "dcn": DCN,
     "n2d": N2D,
+    "deepcluster": DeepCluster,
 }
-DEEP_METHODS = ("ae-kmeans", "dec", "idec", "dcn", "n2d")
+# Methods that train a network on images (not flat pixels), log per-epoch history and save a model.
+DEEP_METHODS = ("ae-kmeans", "dec", "idec", "dcn", "n2d", "deepcluster")
 
 
 def get_method(name: str, **params):
