@@ -49,12 +49,15 @@ class DCN(DeepClusterer):
         Weight lambda of the k-means term (the loss uses lambda / 2, as the paper). Larger values
         pull the embedding towards the centres faster and, with a short pretraining, can merge
         clusters; 0.05 is ClustPy's default.
-    cluster_lr : float or None, default=None
-        Learning rate of the clustering stage (None: ``lr``).
+    cluster_lr : float or None, default=1e-4
+        Learning rate of the clustering stage (None: ``lr``). Adam's steps do not shrink with
+        ``lam``, so at the pretraining rate (1e-3) the k-means term drags the bottleneck fast enough
+        to merge clusters (USPS: 10 clusters -> 6, ACC 0.71 -> 0.37 in 30 epochs); 1e-4 (ClustPy's
+        clustering-stage rate) keeps all of them (ACC 0.70).
     """
 
     def __init__(self, n_clusters: int = 10, *, clustering_epochs: int = 50, lam: float = 0.05,
-                 cluster_lr: float | None = None, **kwargs):
+                 cluster_lr: float | None = 1e-4, **kwargs):
         super().__init__(n_clusters, **kwargs)
         self.clustering_epochs = clustering_epochs
         self.lam = lam
