@@ -90,7 +90,7 @@ def test_default_range_and_parsing():
 
 @pytest.mark.slow
 def test_clusters_auto_with_kmeans_end_to_end(tmp_path, capsys):
-    assert main(["run", "-k", "auto", "--k-range", "8:11", "--out", str(tmp_path)]) == 0
+    assert main(["run", "--method", "kmeans", "-k", "auto", "--k-range", "8:11", "--out", str(tmp_path)]) == 0
     run_dir = next(tmp_path.iterdir())
     selection = json.loads((run_dir / "k_selection.json").read_text())
     assert selection["ks"] == [8, 9, 10, 11] and selection["space"] == "the input features"
@@ -130,7 +130,7 @@ def test_clusters_auto_with_a_deep_method_pretrains_once(tmp_path):
 ])
 def test_bad_clusters_options_fail_before_any_run_folder(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) if "many" in argv else contextlib.nullcontext():
-        code = main(["run", *argv, "--out", str(tmp_path)])
+        code = main(["run", "--method", "kmeans", *argv, "--out", str(tmp_path)])
         assert code == 2
     assert message in capsys.readouterr().err
     assert not any(Path(tmp_path).iterdir())

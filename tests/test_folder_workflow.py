@@ -138,7 +138,8 @@ def test_load_image_files_keeps_order_and_names_bad_files(tmp_path):
 # ----------------------------------------------------------------------------------- runs
 def test_labelled_train_test_reference_run(tmp_path, capsys):
     data = make_seed003(tmp_path / "shapes")
-    assert main(["run", "--dataset", str(data), "--out", str(tmp_path / "runs"), "--seed", "0"]) == 0
+    assert main(["run", "--method", "kmeans",
+                 "--dataset", str(data), "--out", str(tmp_path / "runs"), "--seed", "0"]) == 0
     out = capsys.readouterr().out
     run_dir = next((tmp_path / "runs").iterdir())
     metrics = json.loads((run_dir / "metrics.json").read_text())

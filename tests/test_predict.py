@@ -58,7 +58,8 @@ def test_kmeans_run_predicts_its_own_clusters(tmp_path, options):
     colour = "--grayscale" in options
     folder = make_folder(tmp_path / "imgs", colour=colour)
     out = tmp_path / "runs"
-    assert main(["run", "--dataset", str(folder), "-k", "3", "--out", str(out), *options]) == 0
+    assert main(["run", "--method", "kmeans",
+                 "--dataset", str(folder), "-k", "3", "--out", str(out), *options]) == 0
     run_dir = next(out.iterdir())
     rows = _predict_csv(tmp_path, run_dir, folder)
     assert len(rows) == 24 and list(rows[0]) == ["file", "cluster", "class", "confidence"]
@@ -110,7 +111,7 @@ def test_class_names_come_from_the_runs_class_mappings(tmp_path):
 def test_unreadable_and_empty_images_give_a_clear_error(tmp_path, capsys):
     folder = make_folder(tmp_path / "imgs", n_per_class=3)
     out = tmp_path / "runs"
-    assert main(["run", "--dataset", str(folder), "-k", "3", "--out", str(out)]) == 0
+    assert main(["run", "--method", "kmeans", "--dataset", str(folder), "-k", "3", "--out", str(out)]) == 0
     run_dir = next(out.iterdir())
     bad = tmp_path / "new"
     bad.mkdir()

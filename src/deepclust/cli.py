@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "else ~/.cache/deepclust/<name>)")
     run.add_argument("--split", choices=["train", "test", "all"], default="all",
                      help="which part of the data set to cluster (default: all)")
-    run.add_argument("--method", choices=_method_names(), default="kmeans", help="clustering method")
+    run.add_argument("--method", choices=_method_names(), default="n2d",
+                     help="clustering method (default: n2d, the most accurate one here: autoencoder, UMAP, "
+                          "Gaussian mixture; kmeans for plain k-means on the pixels)")
     run.add_argument("-k", "--clusters", type=_clusters_arg, default=None, metavar="K|auto",
                      help="number of clusters, or 'auto' to try --k-range and keep the k with the best "
                           "silhouette (default: the number of classes of a labelled data set)")
