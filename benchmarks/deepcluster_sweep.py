@@ -12,8 +12,6 @@ NMI t-1/t over epochs, one line per combination), plus ``all.png`` with every co
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import itertools
 import sys
 import time
@@ -25,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from deepclust import DeepCluster, load_dataset
-from deepclust._io import atomic_open, write_text
+from deepclust._io import atomic_open, rows_to_csv, write_text
 
 FACTORS = ("arch", "input", "optimizer", "top_optimizer")
 METRICS = (("acc", "ACC vs truth"), ("nmi", "NMI vs truth"), ("nmi_prev", "NMI t-1/t"))
@@ -126,17 +124,6 @@ def plot_factor(rows: list[dict], factor: str | None, path: Path) -> Path:
     return path
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    columns: list[str] = []
-    for r in rows:
-        columns += [c for c in r if c not in columns]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
-
-
 def _fmt(value) -> str:
     return "  -  " if value is None else f"{value:.3f}"
 
@@ -146,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, summary = run_grid(args)
-    write_csv(out / "sweep.csv", rows)
-    write_csv(out / "summary.csv", summary)
+    write_text(out / "sweep.csv", rows_to_csv(rows))
+    write_text(out / "summary.csv", rows_to_csv(summary))
     plot_factor(rows, None, out / "all.png")
     for factor in FACTORS:
         plot_factor(rows, factor, out / f"by_{factor}.png")

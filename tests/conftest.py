@@ -6,6 +6,12 @@ import pytest
 
 import deepclust.deep.base as deep_base
 
+# A 3-d dense autoencoder small enough for tests on a few hundred images.
+TINY_DENSE_ARCH = {"name": "tiny-dense",
+                   "encoder": [{"type": "flatten"}, {"type": "dense", "units": 16, "activation": "relu"},
+                               {"type": "dense", "units": 3}],
+                   "decoder": "mirror", "output_activation": "sigmoid"}
+
 
 @pytest.fixture
 def kill_pretraining(monkeypatch):

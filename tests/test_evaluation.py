@@ -14,14 +14,10 @@ from PIL import Image
 
 import deepclust.deep.base as deep_base
 import deepclust.evaluation as evaluation
+from conftest import TINY_DENSE_ARCH as TINY_ARCH
 from deepclust.cli import main
 from deepclust.evaluation import evaluate, make_splits, stratified_folds
 from deepclust.experiment import RunConfig
-
-TINY_ARCH = {"name": "tiny-dense",
-             "encoder": [{"type": "flatten"}, {"type": "dense", "units": 16, "activation": "relu"},
-                         {"type": "dense", "units": 3}],
-             "decoder": "mirror", "output_activation": "sigmoid"}
 
 
 @pytest.fixture(autouse=True)

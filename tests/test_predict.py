@@ -11,15 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import TINY_DENSE_ARCH as TINY_ARCH
 from deepclust.cli import main
 from deepclust.deep import N2D
 from deepclust.experiment import RunConfig, run
 from deepclust.predict import fuzzy_membership, load_run, predict_images
-
-TINY_ARCH = {"name": "tiny-dense",
-             "encoder": [{"type": "flatten"}, {"type": "dense", "units": 16, "activation": "relu"},
-                         {"type": "dense", "units": 3}],
-             "decoder": "mirror", "output_activation": "sigmoid"}
 
 
 @pytest.fixture(autouse=True)

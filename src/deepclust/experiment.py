@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from ._io import jsonable_params, write_json, write_npy, write_text
+from ._io import jsonable_params, rows_to_csv, write_json, write_npy, write_text
 from ._validation import check_features, check_n_clusters
 from .data import ImageDataset, load_dataset
 from .data.transforms import prepare_features
@@ -232,7 +232,7 @@ def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
         write_npy(paths.centers, np.asarray(method.cluster_centers_))
         if config.method in DEEP_METHODS:
             write_npy(paths.embeddings, method.embedding_)
-            write_text(paths.history, _history_csv(method.history_))
+            write_text(paths.history, rows_to_csv(method.history_))
             save_model(method, paths.model)
         if config.visualize:
             write_plots(paths, method, dataset, X, labels, seed=config.seed)
@@ -380,18 +380,6 @@ def _architecture(config: RunConfig, dataset: ImageDataset, n_clusters: int):
         return config.arch
     h, w, c = dataset.images.shape[1:]
     return default_architecture((1 if config.grayscale else c, h, w), n_clusters)
-
-
-def _history_csv(history: list[dict]) -> str:
-    """One row per logged step; columns are the union of the keys, in first-seen order."""
-    columns: list[str] = []
-    for row in history:
-        columns += [k for k in row if k not in columns]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    return buf.getvalue()
 
 
 def _assignments_csv(dataset: ImageDataset, labels: np.ndarray) -> str:
