@@ -250,3 +250,17 @@ def test_visualize_writes_every_plot(tmp_path, method):
     assert {p.name for p in plots.iterdir()} == expected
     for png in plots.iterdir():
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_clustering_stage_and_schedule_options_reach_the_estimators():
+    from deepclust.cli import _run_config, build_parser
+    from deepclust.experiment import build_method
+
+    def built(*argv):
+        return build_method(_run_config(build_parser().parse_args(["run", *argv])), 10)
+
+    idec = built("--method", "idec", "--cluster-optimizer", "adam", "--cluster-lr", "0.002")
+    assert (idec.cluster_optimizer, idec.cluster_lr) == ("adam", 0.002)
+    assert built("--method", "dec").cluster_optimizer == "sgd"  # each method keeps its own default
+    assert (built("--method", "dcn").cluster_optimizer, built("--method", "dcn").cluster_lr) == ("adam", None)
+    assert built("--method", "deepcluster", "--dc-lr-schedule", "cosine").lr_schedule == "cosine"

@@ -189,6 +189,42 @@ def test_n2d_runs_and_predicts_training_points_consistently(tiny_images):
     assert np.array_equal(est.predict(images), est.labels_)
 
 
+def test_clustering_stage_optimizer_defaults_and_bad_values(tiny_images):
+    dec = DEC()._cluster_settings(5)
+    assert (dec.optimizer, dec.lr, dec.momentum, dec.epochs) == ("sgd", 0.01, 0.9, 5)  # the DEC paper's
+    assert IDEC(cluster_lr=0.1)._cluster_settings(5).lr == 0.1
+    adam = DEC(cluster_optimizer="adam", lr=3e-4)._cluster_settings(5)
+    assert (adam.optimizer, adam.lr) == ("adam", 3e-4)  # Adam continues at the pretraining rate
+    dcn = DCN()._cluster_settings(5)
+    assert (dcn.optimizer, dcn.lr) == ("adam", 1e-4)
+    assert DCN(cluster_optimizer="sgd")._cluster_settings(5).lr == 0.01
+    images, _ = tiny_images
+    with pytest.raises(ValueError, match="cluster_optimizer"):
+        DEC(**_params(), cluster_optimizer="rmsprop").fit(images)
+    with pytest.raises(ValueError, match="cluster_lr"):
+        DCN(**_params(), cluster_lr=0.0).fit(images)
+
+
+def test_n2d_keeps_the_best_of_its_gaussian_mixture_restarts(tiny_images, monkeypatch):
+    pytest.importorskip("umap")
+    from deepclust.deep import n2d
+
+    images, _ = tiny_images
+    with pytest.raises(ValueError, match="gmm_n_init"):
+        N2D(**_params(), n_neighbors=10, gmm_n_init=0).fit(images)
+    restarts = []
+
+    class Recording(n2d.GaussianMixture):
+        def fit_predict(self, X, y=None):
+            restarts.append(self.n_init)
+            return super().fit_predict(X, y)
+
+    monkeypatch.setattr(n2d, "GaussianMixture", Recording)
+    N2D(**_params(), n_neighbors=10, gmm_n_init=4).fit(images)
+    N2D(**_params(), n_neighbors=10).fit(images)
+    assert restarts == [4, 10]
+
+
 @pytest.mark.parametrize("name", ["ae-kmeans", "dec", "dcn"])
 def test_save_and_load_round_trip(name, tiny_images, tmp_path):
     images, _ = tiny_images

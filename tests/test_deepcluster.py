@@ -187,12 +187,26 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
     assert np.array_equal(resumed.labels_, whole.labels_)
 
 
+def test_cosine_schedule_lowers_the_network_rate_every_epoch():
+    X, _ = blobs(60)
+    model = DeepCluster(3, arch=TINY_NET, random_state=0, lr=0.1, lr_schedule="cosine",
+                        **{**FAST, "epochs": 4}).fit(X)
+    rates = [row["lr"] for row in model.history_[:-1]]  # the final clustering trains nothing
+    np.testing.assert_allclose(rates, [0.1, 0.1 * (1 + np.cos(np.pi / 4)) / 2, 0.05,
+                                       0.1 * (1 + np.cos(3 * np.pi / 4)) / 2])
+    assert "lr" not in model.history_[-1]
+    constant = DeepCluster(3, arch=TINY_NET, random_state=0, lr=0.1, **{**FAST, "epochs": 2}).fit(X)
+    assert [row["lr"] for row in constant.history_[:-1]] == [0.1, 0.1]
+
+
 def test_bad_parameters_are_named():
     X, _ = blobs(30)
     with pytest.raises(ValueError, match="input"):
         DeepCluster(3, input="rgb", **FAST).fit(X)
     with pytest.raises(ValueError, match="optimizer"):
         DeepCluster(3, optimizer="rmsprop", **FAST).fit(X)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        DeepCluster(3, lr_schedule="step", **FAST).fit(X)
     with pytest.raises(ValueError, match="Unknown network"):
         DeepCluster(3, arch="resnet", **FAST).fit(X)
 

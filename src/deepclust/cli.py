@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     deep.add_argument("--batch-size", type=int, default=256)
     deep.add_argument("--lr", type=float, default=1e-3)
     deep.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    deep.add_argument("--cluster-optimizer", choices=["sgd", "adam"], default=None,
+                      help="optimizer of the clustering stage of dec, idec and dcn (default: sgd with "
+                           "momentum 0.9 for dec/idec, as the DEC paper; adam for dcn)")
+    deep.add_argument("--cluster-lr", type=float, default=None,
+                      help="learning rate of that stage (default: 0.01 for sgd; adam: --lr for dec/idec, "
+                           "1e-4 for dcn)")
     deep.add_argument("--loss", choices=["mse", "mse-cosine", "bce"], default="mse",
                       help="reconstruction loss (mse-cosine: MSE minus cosine similarity)")
     deep.add_argument("--noise", type=float, default=0.0, help="denoising: std of input noise")
@@ -88,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="optimizer of the top layer, new every epoch (default: sgd)")
     dc.add_argument("--dc-lr", type=float, default=None,
                     help="learning rate (default: 0.05 for sgd, 0.001 for adam)")
+    dc.add_argument("--dc-lr-schedule", choices=["constant", "cosine"], default="constant",
+                    help="network learning rate over the epochs: constant, or cosine decay towards 0")
     dc.add_argument("--dc-augment", choices=["none", "crop", "flip", "crop+flip"], default="crop",
                     help="training augmentation: random resized crop and/or horizontal flip (default: crop)")
     run.add_argument("--visualize", action="store_true",
@@ -158,7 +166,8 @@ def _run_config(args: argparse.Namespace):
         lr=args.lr, optimizer=args.optimizer, loss=args.loss, noise=args.noise, augment=args.augment,
         dc_input=args.dc_input, dc_epochs=args.dc_epochs, pca_dim=args.pca_dim,
         train_clusters=args.train_clusters, net_optimizer=args.net_optimizer,
-        top_optimizer=args.top_optimizer, dc_lr=args.dc_lr, dc_augment=args.dc_augment,
+        top_optimizer=args.top_optimizer, dc_lr=args.dc_lr, dc_lr_schedule=args.dc_lr_schedule,
+        dc_augment=args.dc_augment, cluster_optimizer=args.cluster_optimizer, cluster_lr=args.cluster_lr,
         from_run=args.from_run, visualize=args.visualize, metrics=args.metrics,
         progress=False if args.no_progress else None,
     )

@@ -69,6 +69,8 @@ class RunConfig:
     loss: str = "mse"
     noise: float = 0.0
     augment: bool = False
+    cluster_optimizer: str | None = None  # dec/idec/dcn clustering stage; None: the method's own (sgd / adam)
+    cluster_lr: float | None = None  # None: the method's default for that optimizer
     from_run: str | None = None  # reuse the autoencoder saved in this run folder
     # deepcluster (arch None: alexnet-small; batch_size, n_init and backend are shared with the above)
     dc_input: str = "sobel"  # grey, colour, sobel or colour+sobel
@@ -78,6 +80,7 @@ class RunConfig:
     net_optimizer: str = "sgd"
     top_optimizer: str = "sgd"
     dc_lr: float | None = None  # None: 0.05 for SGD, 1e-3 for Adam
+    dc_lr_schedule: str = "constant"  # or "cosine"
     dc_augment: str = "crop"  # none, crop, flip or crop+flip
     visualize: bool = False  # write PNG plots to plots/
     metrics: bool = False  # also score the clusters in every space (pixels, pretrained, final embedding)
@@ -133,6 +136,7 @@ def build_method(config: RunConfig, n_clusters: int):
         return get_method("deepcluster", n_clusters=n_clusters, train_clusters=config.train_clusters,
                           arch=config.arch or "alexnet-small", input=config.dc_input, epochs=config.dc_epochs,
                           batch_size=config.batch_size, pca_dim=config.pca_dim, lr=config.dc_lr,
+                          lr_schedule=config.dc_lr_schedule,
                           optimizer=config.net_optimizer, top_optimizer=config.top_optimizer,
                           augment=config.dc_augment, n_init=config.n_init, backend=config.backend,
                           device=config.device, random_state=config.seed, verbose=verbose)
@@ -142,6 +146,9 @@ def build_method(config: RunConfig, n_clusters: int):
                   device=config.device, random_state=config.seed, verbose=verbose)
     if config.method in ("dec", "idec", "dcn"):
         params["clustering_epochs"] = config.cluster_epochs
+        params["cluster_lr"] = config.cluster_lr
+        if config.cluster_optimizer is not None:
+            params["cluster_optimizer"] = config.cluster_optimizer
     if config.from_run:
         params["autoencoder"] = load_model(Path(config.from_run) / "model").autoencoder_
     return get_method(config.method, **params)

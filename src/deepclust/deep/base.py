@@ -8,6 +8,7 @@ stage.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from .._validation import check_n_clusters, check_positive_int, resolve_device
 from ..cluster import KMeans
 from ..models import Autoencoder, build_autoencoder, default_architecture
 from . import checkpoint
-from .training import TrainSettings, encode, make_optimizer, pretrain_layerwise, train_autoencoder
+from .training import OPTIMIZERS, TrainSettings, encode, make_optimizer, pretrain_layerwise, train_autoencoder
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,23 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         return TrainSettings(epochs=epochs, batch_size=check_positive_int(self.batch_size, "batch_size"),
                              lr=self.lr, optimizer=self.optimizer, loss=self.loss, noise=self.noise,
                              augment=self.augment)
+
+    # Default clustering-stage learning rate per optimizer (None: the pretraining ``lr``).
+    _CLUSTER_LR: dict = {"sgd": 0.01, "adam": None}
+
+    def _cluster_settings(self, epochs: int) -> TrainSettings:
+        """Training settings of the clustering stage: the pretraining ones with ``cluster_optimizer``
+        and ``cluster_lr`` (None: the class's default for that optimizer)."""
+        settings = self.train_settings(epochs)
+        kind = self.cluster_optimizer
+        if kind not in OPTIMIZERS:
+            raise ValueError(f"cluster_optimizer must be one of {', '.join(OPTIMIZERS)}; got {kind!r}.")
+        lr = self.cluster_lr
+        if lr is None:
+            lr = self._CLUSTER_LR[kind] if self._CLUSTER_LR[kind] is not None else self.lr
+        if not lr > 0:
+            raise ValueError(f"cluster_lr must be > 0 (or None for the default); got {lr!r}.")
+        return dataclasses.replace(settings, optimizer=kind, lr=float(lr))
 
     # --------------------------------------------------------- for subclasses
     def _fit_clusters(self, X: torch.Tensor, init: Initialization, y=None) -> None:

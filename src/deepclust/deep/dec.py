@@ -9,8 +9,6 @@ Guo, Gao, Liu & Yin, "Improved deep embedded clustering with local structure pre
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -70,17 +68,24 @@ class DEC(DeepClusterer):
     tol : float, default=0.001
     alpha : float, default=1.0
         Degrees of freedom of the Student-t kernel.
+    cluster_optimizer : {"sgd", "adam"}, default="sgd"
+        Optimizer of the clustering stage. SGD with momentum 0.9 at 0.01 is the DEC paper's and
+        its public code's choice, and it matters: from the same MNIST-test autoencoder (AE + k-means
+        0.716) DEC reaches ACC 0.781 with it and 0.738 with Adam at 1e-3, which freezes the labels
+        after ~20 epochs.
     cluster_lr : float or None, default=None
-        Learning rate of the clustering stage (None: ``lr``). The optimizer is ``optimizer``.
+        Learning rate of the clustering stage (None: 0.01 for SGD, ``lr`` for Adam).
     """
 
     def __init__(self, n_clusters: int = 10, *, clustering_epochs: int = 100, update_interval: int = 140,
-                 tol: float = 0.001, alpha: float = 1.0, cluster_lr: float | None = None, **kwargs):
+                 tol: float = 0.001, alpha: float = 1.0, cluster_optimizer: str = "sgd",
+                 cluster_lr: float | None = None, **kwargs):
         super().__init__(n_clusters, **kwargs)
         self.clustering_epochs = clustering_epochs
         self.update_interval = update_interval
         self.tol = tol
         self.alpha = alpha
+        self.cluster_optimizer = cluster_optimizer
         self.cluster_lr = cluster_lr
 
     def _gamma(self) -> float:
@@ -89,10 +94,8 @@ class DEC(DeepClusterer):
     def _fit_clusters(self, X, init: Initialization, y=None) -> None:
         model = init.autoencoder
         head = ClusteringLayer(torch.as_tensor(init.centers), self.alpha).to(self._device)
-        settings = self.train_settings(self.clustering_epochs)
-        lr = self.cluster_lr if self.cluster_lr is not None else self.lr
-        optimizer = make_optimizer(list(model.parameters()) + list(head.parameters()),
-                                   dataclasses.replace(settings, lr=lr))
+        settings = self._cluster_settings(self.clustering_epochs)
+        optimizer = make_optimizer(list(model.parameters()) + list(head.parameters()), settings)
         gamma = self._gamma()
         labels = init.labels.astype(np.int64)
         n, iteration, start_epoch, p, stop = X.shape[0], 0, 0, None, False

@@ -22,6 +22,7 @@ features", ECCV 2018. Written from the paper and our notes on it; no code is tak
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from .pca_whitening import PCAWhitening
 from .sampler import uniform_label_sampler
 
 OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("constant", "cosine")
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
 _STAGE = "deepcluster"
 
@@ -92,6 +94,9 @@ class DeepCluster(ClusterMixin, TransformerMixin, BaseEstimator):
         0.60 at 64 after six epochs).
     lr : float or None, default=None
         Network learning rate; None: 0.05 for SGD, 1e-3 for Adam.
+    lr_schedule : {"constant", "cosine"}, default="constant"
+        "cosine" lowers the network's rate from ``lr`` towards 0 over the epochs (half a cosine, one
+        value per epoch), so the pseudo-labels settle instead of being reshuffled late in training.
     top_lr : float or None, default=None
         Top layer learning rate; None: as ``lr`` for the top optimizer's kind.
     optimizer, top_optimizer : {"sgd", "adam"}, default="sgd"
@@ -126,7 +131,8 @@ class DeepCluster(ClusterMixin, TransformerMixin, BaseEstimator):
     def __init__(self, n_clusters: int = 10, *, train_clusters: int | None = None, arch="alexnet-small",
                  input: str = "sobel", epochs: int = 15, batch_size: int = 256,
                  samples_per_epoch: int | None = None, pca_dim: int = 16, lr: float | None = None,
-                 top_lr: float | None = None, optimizer: str = "sgd", top_optimizer: str = "sgd",
+                 lr_schedule: str = "constant", top_lr: float | None = None, optimizer: str = "sgd",
+                 top_optimizer: str = "sgd",
                  momentum: float = 0.9, weight_decay: float = 1e-5, augment="crop", crop_scale: float = 0.5,
                  n_init: int = 10, backend: str = "torch", device: str = "cpu", random_state=None,
                  verbose=None, checkpoint_dir=None):
@@ -139,6 +145,7 @@ class DeepCluster(ClusterMixin, TransformerMixin, BaseEstimator):
         self.samples_per_epoch = samples_per_epoch
         self.pca_dim = pca_dim
         self.lr = lr
+        self.lr_schedule = lr_schedule
         self.top_lr = top_lr
         self.optimizer = optimizer
         self.top_optimizer = top_optimizer
@@ -201,6 +208,7 @@ class DeepCluster(ClusterMixin, TransformerMixin, BaseEstimator):
                    "nmi_prev": (normalized_mutual_info(previous, labels)
                                 if previous is not None and len(previous) == n else None)}
             if not final:
+                row["lr"] = self._set_epoch_lr(net_optimizer, epoch)
                 row["cross_entropy"], speed = self._train_epoch(net, net_optimizer, X, labels, kk, augment,
                                                                 epoch)
                 row["samples_per_s"] = speed
@@ -311,6 +319,9 @@ class DeepCluster(ClusterMixin, TransformerMixin, BaseEstimator):
             if getattr(self, name) not in OPTIMIZERS:
                 raise ValueError(f"{name} must be one of {', '.join(OPTIMIZERS)}; "
                                  f"got {getattr(self, name)!r}.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; "
+                             f"got {self.lr_schedule!r}.")
         if self.input not in INPUT_MODES:
             raise ValueError(f"input must be one of {', '.join(INPUT_MODES)}; got {self.input!r}.")
         augment = {True: "crop+flip", False: "none", None: "none"}.get(self.augment, self.augment)
@@ -330,6 +341,15 @@ class DeepCluster(ClusterMixin, TransformerMixin, BaseEstimator):
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be > 0 (or None for the optimizer's default); got {value!r}.")
         return augment
+
+    def _set_epoch_lr(self, optimizer: torch.optim.Optimizer, epoch: int) -> float:
+        """The network's learning rate for training pass ``epoch`` (0-based) under ``lr_schedule``."""
+        lr = self._lr(self.optimizer, self.lr)
+        if self.lr_schedule == "cosine":
+            lr *= 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
 
     @staticmethod
     def _lr(kind: str, lr: float | None) -> float:
