@@ -27,15 +27,15 @@ from deepclust.metrics import adjusted_rand_index, clustering_accuracy, normaliz
 SHARED = Path(os.environ.get("DEEPCLUST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 # name -> (loader name, folder, split, architecture, published ACC references, overrides)
 # Overrides: "size" resizes the images (load_dataset's size=), "batch_size" replaces 256.
-# coil20-32: COIL-20 at 32x32 with the default dense autoencoder (1024-500-500-2000-20) and batches of
-# 32 (1,440 images are 6 batches of 256): conv-coil20 at 128x128 costs 20-40 s an epoch on 2 cores.
+# coil20-64: COIL-20 at 64x64 with conv-coil20-64 and batches of 32 (1,440 images are 6 batches of 256);
+# conv-coil20 at 128x128 costs 20-40 s an epoch on one thread, conv-coil20-64 ~6 s.
 DATASETS = {
     "mnist": ("mnist", "mnist", "all", "dec-dense", "DEC 0.843, IDEC 0.881, DCN 0.83, N2D 0.979", {}),
     "mnist-test": ("mnist", "mnist", "test", "dec-dense", "DEC 0.856, N2D 0.948", {}),
     "usps": ("usps", "usps", "all", "dec-dense", "DEC 0.619, IDEC 0.761, N2D 0.948", {}),
     "coil20": ("coil20", "coil20", "all", "conv-coil20", "pixels 0.689, IDEC (seed 002) 0.762", {}),
-    "coil20-32": ("coil20", "coil20", "all", None, "pixels 0.689, IDEC (seed 002) 0.762",
-                  {"size": 32, "batch_size": 32}),
+    "coil20-64": ("coil20", "coil20", "all", "conv-coil20-64", "pixels 0.689, IDEC (seed 002) 0.762",
+                  {"size": 64, "batch_size": 32}),
 }
 METHODS = ("kmeans", "ae-kmeans", "dec", "idec", "dcn", "n2d")
 
