@@ -72,6 +72,17 @@ def test_kl_loss_is_zero_for_equal_distributions_and_matches_formula():
     assert float(kl_clustering_loss(q, p)) == pytest.approx(float(expected), rel=1e-6)
 
 
+def test_idec_weighs_the_clustering_term_by_gamma_and_dec_drops_the_reconstruction():
+    q = torch.tensor([[0.7, 0.3], [0.2, 0.8]])
+    p = torch.tensor([[0.9, 0.1], [0.5, 0.5]])
+    x = torch.tensor([[0.0, 1.0], [1.0, 1.0]])
+    x_hat = torch.tensor([[0.5, 1.0], [1.0, 0.0]])  # squared errors 0.25 and 1 over 4 entries: MSE 0.3125
+    kl = float((p * (p / q).log()).sum() / 2)
+    # IDEC (Guo et al. 2017, eq. 9): L = L_r + gamma * L_c
+    assert float(IDEC(gamma=0.1)._loss(q, p, x, x_hat)) == pytest.approx(0.3125 + 0.1 * kl, rel=1e-6)
+    assert float(DEC()._loss(q, p, x, x_hat)) == pytest.approx(kl, rel=1e-6)
+
+
 def test_dcn_loss_and_batched_centre_update_match_per_sample_rule():
     z = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
     centers = torch.tensor([[0.0, 0.0], [0.0, 2.0]])
@@ -192,7 +203,8 @@ def test_n2d_runs_and_predicts_training_points_consistently(tiny_images):
 def test_clustering_stage_optimizer_defaults_and_bad_values(tiny_images):
     dec = DEC()._cluster_settings(5)
     assert (dec.optimizer, dec.lr, dec.momentum, dec.epochs) == ("sgd", 0.01, 0.9, 5)  # the DEC paper's
-    assert IDEC(cluster_lr=0.1)._cluster_settings(5).lr == 0.1
+    assert IDEC()._cluster_settings(5).lr == 0.1  # gamma = 0.1 scales its KL term: the IDEC paper's rate
+    assert IDEC(cluster_lr=0.05)._cluster_settings(5).lr == 0.05
     adam = DEC(cluster_optimizer="adam", lr=3e-4)._cluster_settings(5)
     assert (adam.optimizer, adam.lr) == ("adam", 3e-4)  # Adam continues at the pretraining rate
     dcn = DCN()._cluster_settings(5)

@@ -69,10 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     deep.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     deep.add_argument("--cluster-optimizer", choices=["sgd", "adam"], default=None,
                       help="optimizer of the clustering stage of dec, idec and dcn (default: sgd with "
-                           "momentum 0.9 for dec/idec, as the DEC paper; adam for dcn)")
+                           "momentum 0.9 for dec/idec, as their papers; adam for dcn)")
     deep.add_argument("--cluster-lr", type=float, default=None,
-                      help="learning rate of that stage (default: 0.01 for sgd; adam: --lr for dec/idec, "
-                           "1e-4 for dcn)")
+                      help="learning rate of that stage (default: sgd 0.01 for dec and dcn, 0.1 for idec; "
+                           "adam: --lr for dec/idec, 1e-4 for dcn)")
     deep.add_argument("--loss", choices=["mse", "mse-cosine", "bce"], default="mse",
                       help="reconstruction loss (mse-cosine: MSE minus cosine similarity)")
     deep.add_argument("--noise", type=float, default=0.0, help="denoising: std of input noise")

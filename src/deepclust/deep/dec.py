@@ -88,15 +88,15 @@ class DEC(DeepClusterer):
         self.cluster_optimizer = cluster_optimizer
         self.cluster_lr = cluster_lr
 
-    def _gamma(self) -> float:
-        return 0.0  # DEC discards the decoder; IDEC keeps it
+    def _loss(self, q: torch.Tensor, p: torch.Tensor, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        """DEC's objective: KL(P || Q) alone (the decoder is discarded)."""
+        return kl_clustering_loss(q, p)
 
     def _fit_clusters(self, X, init: Initialization, y=None) -> None:
         model = init.autoencoder
         head = ClusteringLayer(torch.as_tensor(init.centers), self.alpha).to(self._device)
         settings = self._cluster_settings(self.clustering_epochs)
         optimizer = make_optimizer(list(model.parameters()) + list(head.parameters()), settings)
-        gamma = self._gamma()
         labels = init.labels.astype(np.int64)
         n, iteration, start_epoch, p, stop = X.shape[0], 0, 0, None, False
         state = self._load_state("cluster")
@@ -130,9 +130,7 @@ class DEC(DeepClusterer):
                     model.train()
                 x = X[idx].to(self._device)
                 z, x_hat = model(x)
-                loss = kl_clustering_loss(head(z), p[idx].to(self._device))
-                if gamma > 0:
-                    loss = loss + gamma * reconstruction_loss(x_hat, x, self.loss)
+                loss = self._loss(head(z), p[idx].to(self._device), x, x_hat)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -169,12 +167,18 @@ class DEC(DeepClusterer):
 
 
 class IDEC(DEC):
-    """Improved DEC: DEC's KL loss plus ``gamma`` times the reconstruction loss, keeping the decoder
-    so the embedding keeps the data's local structure (Guo et al. 2017; gamma = 0.1 in the paper)."""
+    """Improved DEC: the reconstruction loss plus ``gamma`` times DEC's KL loss, L = L_r + gamma * L_c
+    (Guo et al. 2017, eq. 9, gamma = 0.1), keeping the decoder so the embedding keeps the data's local
+    structure; gamma weighs the clustering term, not the reconstruction."""
 
     def __init__(self, n_clusters: int = 10, *, gamma: float = 0.1, **kwargs):
         super().__init__(n_clusters, **kwargs)
         self.gamma = gamma
 
-    def _gamma(self) -> float:
-        return self.gamma
+    # SGD at 0.1 (the IDEC paper's MNIST rate): the KL term's step is then DEC's at 0.01, since gamma
+    # scales it by 0.1. From the same autoencoders (seed 0): USPS 0.730 at 0.01 vs 0.765 at 0.1,
+    # MNIST-test 0.728 vs 0.785.
+    _CLUSTER_LR = {"sgd": 0.1, "adam": None}
+
+    def _loss(self, q: torch.Tensor, p: torch.Tensor, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        return reconstruction_loss(x_hat, x, self.loss) + self.gamma * kl_clustering_loss(q, p)
