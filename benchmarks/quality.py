@@ -28,7 +28,7 @@ SHARED = Path(os.environ.get("DEEPCLUST_DATA", Path(__file__).resolve().parents[
 # name -> (loader name, folder, split, architecture, published ACC references, overrides)
 # Overrides: "size" resizes the images (load_dataset's size=), "batch_size" replaces 256.
 # coil20-64: COIL-20 at 64x64 with conv-coil20-64 and batches of 32 (1,440 images are 6 batches of 256);
-# conv-coil20 at 128x128 costs 20-40 s an epoch on one thread, conv-coil20-64 ~6 s.
+# conv-coil20 at 128x128 took ~43 s an epoch on one (shared) thread, conv-coil20-64 ~6 s.
 DATASETS = {
     "mnist": ("mnist", "mnist", "all", "dec-dense", "DEC 0.843, IDEC 0.881, DCN 0.83, N2D 0.979", {}),
     "mnist-test": ("mnist", "mnist", "test", "dec-dense", "DEC 0.856, N2D 0.948", {}),

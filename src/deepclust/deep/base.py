@@ -182,7 +182,8 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def _cluster_settings(self, epochs: int) -> TrainSettings:
         """Training settings of the clustering stage: the pretraining ones with ``cluster_optimizer``
-        and ``cluster_lr`` (None: the class's default for that optimizer)."""
+        and ``cluster_lr`` (None: the class's default for that optimizer). For subclasses with a
+        trained clustering stage, which define both parameters (DEC, IDEC, DCN)."""
         settings = self.train_settings(epochs)
         kind = self.cluster_optimizer
         if kind not in OPTIMIZERS:
