@@ -76,10 +76,11 @@ def run_seed(name: str, seed: int, args) -> list[dict]:
             (cached / "seconds.json").write_text(json.dumps({"seconds": pretrain_seconds}))
     score("ae-kmeans", ae.labels_, pretrain_seconds)
     shared = dict(common, pretrain_epochs=0, autoencoder=ae.autoencoder_)
+    stage = dict(clustering_epochs=args.cluster, cluster_augment=args.cluster_augment)
     finetuned = {
-        "dec": lambda: DEC(clustering_epochs=args.cluster, **shared),
-        "idec": lambda: IDEC(clustering_epochs=args.cluster, **shared),
-        "dcn": lambda: DCN(clustering_epochs=args.cluster, **shared),
+        "dec": lambda: DEC(**stage, **shared),
+        "idec": lambda: IDEC(**stage, **shared),
+        "dcn": lambda: DCN(**stage, **shared),
         "n2d": lambda: N2D(**shared),
     }
     for method in args.methods:
@@ -135,6 +136,8 @@ def main() -> None:
                         help="keep each seed's pretrained autoencoder here and reuse it on the next run")
     parser.add_argument("--augment", action="store_true", help="random shifts/rotations while pretraining")
     parser.add_argument("--noise", type=float, default=0.0, help="denoising: std of input noise")
+    parser.add_argument("--cluster-augment", action="store_true",
+                        help="DEC, IDEC and DCN train their clustering stage on shifted/rotated views")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--append", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = parser.parse_args()
@@ -151,7 +154,8 @@ def main() -> None:
     command = (f"python benchmarks/quality.py --datasets {','.join(args.datasets)} --seeds {args.seeds} "
                f"--pretrain {args.pretrain} --layerwise {args.layerwise} --cluster {args.cluster}"
                + (" --augment" if args.augment else "") + (f" --arch {args.arch}" if args.arch else "")
-               + (f" --noise {args.noise}" if args.noise else ""))
+               + (f" --noise {args.noise}" if args.noise else "")
+               + (" --cluster-augment" if args.cluster_augment else ""))
     print(table)
     if args.append:
         path = Path(__file__).with_name("RESULTS.md")

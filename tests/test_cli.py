@@ -264,3 +264,5 @@ def test_clustering_stage_and_schedule_options_reach_the_estimators():
     assert built("--method", "dec").cluster_optimizer == "sgd"  # each method keeps its own default
     assert (built("--method", "dcn").cluster_optimizer, built("--method", "dcn").cluster_lr) == ("adam", None)
     assert built("--method", "deepcluster", "--dc-lr-schedule", "cosine").lr_schedule == "cosine"
+    assert built("--method", "idec", "--cluster-augment").cluster_augment is True
+    assert built("--method", "dcn").cluster_augment is False

@@ -217,6 +217,46 @@ def test_clustering_stage_optimizer_defaults_and_bad_values(tiny_images):
         DCN(**_params(), cluster_lr=0.0).fit(images)
 
 
+@pytest.mark.parametrize("cls", [DEC, IDEC, DCN])
+def test_cluster_augment_trains_on_shifted_views_deterministically(cls, tiny_images, monkeypatch):
+    """DEC-DA: with cluster_augment every clustering-stage batch goes through random_affine (and only
+    then); the result is still the same for the same seed."""
+    import importlib
+
+    module = importlib.import_module(cls.__module__)
+    real, seen = module.random_affine, []
+
+    def counting(x, generator):
+        seen.append(x.shape)
+        return real(x, generator)
+
+    monkeypatch.setattr(module, "random_affine", counting)
+    images, _ = tiny_images
+    plain = cls(**_params(), clustering_epochs=3).fit(images)
+    assert seen == []
+    first = cls(**_params(), clustering_epochs=3, cluster_augment=True).fit(images)
+    n_batches = len(seen)
+    assert n_batches > 0 and all(shape[1:] == (1, 8, 8) for shape in seen)
+    again = cls(**_params(), clustering_epochs=3, cluster_augment=True).fit(images)
+    assert len(seen) == 2 * n_batches
+    assert np.array_equal(first.labels_, again.labels_)
+    assert np.allclose(first.cluster_centers_, again.cluster_centers_)
+    assert not np.allclose(first.cluster_centers_, plain.cluster_centers_)
+
+
+def test_augmentation_needs_images():
+    X = np.random.default_rng(0).random((40, 6)).astype(np.float32)
+    dense = {"name": "d", "decoder": "mirror",
+             "encoder": [{"type": "flatten"}, {"type": "dense", "units": 8, "activation": "relu"},
+                         {"type": "dense", "units": 2}]}
+    for cls in (DEC, DCN):
+        with pytest.raises(ValueError, match="cluster_augment shifts and rotates images"):
+            cls(n_clusters=2, arch=dense, pretrain_epochs=1, clustering_epochs=1, batch_size=8,
+                cluster_augment=True, random_state=0, verbose=False).fit(X)
+    with pytest.raises(ValueError, match="augment shifts and rotates images.*feature vectors"):
+        AEKMeans(n_clusters=2, arch=dense, pretrain_epochs=1, augment=True, verbose=False).fit(X)
+
+
 def test_n2d_keeps_the_best_of_its_gaussian_mixture_restarts(tiny_images, monkeypatch):
     pytest.importorskip("umap")
     from deepclust.deep import n2d

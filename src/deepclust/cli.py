@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="reconstruction loss (mse-cosine: MSE minus cosine similarity)")
     deep.add_argument("--noise", type=float, default=0.0, help="denoising: std of input noise")
     deep.add_argument("--augment", action="store_true", help="random shifts and rotations while pretraining")
+    deep.add_argument("--cluster-augment", action="store_true",
+                      help="dec, idec and dcn: train the clustering stage on randomly shifted and rotated "
+                           "views, targets from the clean images (DEC-DA); images only")
     dc = run.add_argument_group(
         "deepcluster (--method deepcluster; also uses -a/--arch: alexnet-small (default) or vgg-small, "
         "-k, --batch-size, --n-init and --backend)")
@@ -169,6 +172,7 @@ def _run_config(args: argparse.Namespace):
         train_clusters=args.train_clusters, net_optimizer=args.net_optimizer,
         top_optimizer=args.top_optimizer, dc_lr=args.dc_lr, dc_lr_schedule=args.dc_lr_schedule,
         dc_augment=args.dc_augment, cluster_optimizer=args.cluster_optimizer, cluster_lr=args.cluster_lr,
+        cluster_augment=args.cluster_augment,
         from_run=args.from_run, visualize=args.visualize, metrics=args.metrics,
         progress=False if args.no_progress else None,
     )

@@ -71,6 +71,7 @@ class RunConfig:
     augment: bool = False
     cluster_optimizer: str | None = None  # dec/idec/dcn clustering stage; None: the method's own (sgd / adam)
     cluster_lr: float | None = None  # None: the method's default for that optimizer
+    cluster_augment: bool = False  # dec/idec/dcn: train the clustering stage on shifted/rotated views
     from_run: str | None = None  # reuse the autoencoder saved in this run folder
     # deepcluster (arch None: alexnet-small; batch_size, n_init and backend are shared with the above)
     dc_input: str = "sobel"  # grey, colour, sobel or colour+sobel
@@ -147,6 +148,7 @@ def build_method(config: RunConfig, n_clusters: int):
     if config.method in ("dec", "idec", "dcn"):
         params["clustering_epochs"] = config.cluster_epochs
         params["cluster_lr"] = config.cluster_lr
+        params["cluster_augment"] = config.cluster_augment
         if config.cluster_optimizer is not None:
             params["cluster_optimizer"] = config.cluster_optimizer
     if config.from_run:

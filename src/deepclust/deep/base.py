@@ -22,7 +22,15 @@ from .._validation import check_n_clusters, check_positive_int, resolve_device
 from ..cluster import KMeans
 from ..models import Autoencoder, build_autoencoder, default_architecture
 from . import checkpoint
-from .training import OPTIMIZERS, TrainSettings, encode, make_optimizer, pretrain_layerwise, train_autoencoder
+from .training import (
+    OPTIMIZERS,
+    TrainSettings,
+    check_augment,
+    encode,
+    make_optimizer,
+    pretrain_layerwise,
+    train_autoencoder,
+)
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         ckpt = self._checkpoint()
         model = self._build_or_reuse(X)
         settings = self.train_settings(self.pretrain_epochs)
+        check_augment(settings.augment, X, "augment")
         optimizer = make_optimizer(model.parameters(), settings)
         state = ckpt.load("pretrain") if ckpt else None
         start_epoch = 0

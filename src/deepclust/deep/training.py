@@ -97,6 +97,15 @@ def random_affine(x: torch.Tensor, generator: torch.Generator, max_shift: float 
     return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
 
 
+def check_augment(enabled: bool, X: torch.Tensor, name: str) -> bool:
+    """Whether training may shift and rotate ``X`` (``random_affine``): only images, (N, C, H, W) with
+    H and W above 1; feature vectors, which arrive as (N, 1, 1, d), get an error naming option ``name``."""
+    if enabled and not (X.dim() == 4 and X.shape[2] > 1 and X.shape[3] > 1):
+        raise ValueError(f"{name} shifts and rotates images, but these data are feature vectors "
+                         f"(shape {tuple(X.shape)}): leave {name} off for them.")
+    return bool(enabled)
+
+
 EpochCallback = Callable[[int, dict], None]
 
 
