@@ -65,7 +65,8 @@ class DCN(DeepClusterer):
         epochs); 1e-4 (ClustPy's clustering-stage rate) keeps all of them (ACC 0.70).
     cluster_augment : bool, default=False
         Train the clustering stage on randomly shifted and rotated views of the images (as DEC's
-        ``cluster_augment``), reconstructing the clean image. Images only.
+        ``cluster_augment``), reconstructing the clean image. Images only. Unlike DEC's, it gained
+        nothing on MNIST-70k (seed 0: 0.812 without, 0.814 with).
     """
 
     def __init__(self, n_clusters: int = 10, *, clustering_epochs: int = 50, lam: float = 0.01,

@@ -86,8 +86,9 @@ class DEC(DeepClusterer):
         Train the clustering stage on randomly shifted (+-2 px) and rotated (+-10 degrees) views of the
         images, with the targets P computed from the clean images (DEC-DA, Guo et al. 2018): the
         encoder must give a digit and its shifted copy the same cluster. Images only (4-d input).
-        From the same MNIST-test autoencoder (AE + k-means 0.716, seed 0) IDEC goes from 0.785 to
-        0.848. Off by default, so ``DEC``/``IDEC`` are the papers' methods unless asked.
+        From the same autoencoders (seed 0) IDEC goes from 0.785 to 0.848 on MNIST-test and from 0.831
+        to 0.850 (NMI 0.855 to 0.905) on MNIST-70k, DEC from 0.833 to 0.855 there. Off by default, so
+        ``DEC``/``IDEC`` are the papers' methods unless asked.
     """
 
     def __init__(self, n_clusters: int = 10, *, clustering_epochs: int = 100, update_interval: int = 140,
