@@ -76,7 +76,10 @@ class DeepCluster(ClusterMixin, TransformerMixin, BaseEstimator):
     n_clusters : int, default=10
         Clusters of the final result.
     train_clusters : int or None, default=None
-        k of the clusterings between training epochs (over-clustering); None: ``n_clusters``.
+        k of the clusterings between training epochs (over-clustering); None: ``n_clusters`` (the
+        paper's protocol). Twice the number of classes worked best on MNIST-test (seeds 0-2: final
+        ACC 0.800 / 0.894 / 0.799, NMI 0.72-0.79, against 0.690 / 0.723 for seed 0 with k=10 throughout;
+        50 and 100 training clusters gave 0.743 and 0.764).
     arch : str, dict or path, default="alexnet-small"
         A registered network (``deepclust.models.convnets.list_convnets()``: alexnet-small, vgg-small)
         or a JSON/YAML file / dict with a ``layers`` list.
