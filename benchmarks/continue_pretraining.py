@@ -18,12 +18,7 @@ from pathlib import Path
 from deepclust.data import load_dataset
 from deepclust.deep import AEKMeans, load_model, save_model
 from deepclust.metrics import clustering_accuracy, normalized_mutual_info
-from quality import DATASETS, SHARED
-
-
-def cache_key(name: str, seed: int, arch: str, epochs: int) -> str:
-    """``quality.py``'s cache key of an end-to-end pretrained autoencoder (no layer-wise, augment, noise)."""
-    return f"{name}-seed{seed}-{Path(arch).stem}-p{epochs}-l0-a0-n0.0"
+from quality import DATASETS, SHARED, cache_key
 
 
 def main() -> None:

@@ -97,9 +97,15 @@ def _cache_dir(args, name: str, seed: int, arch: str) -> Path | None:
     setting), so another clustering stage can be measured without pretraining again."""
     if not args.cache:
         return None
-    key = (f"{name}-seed{seed}-{Path(arch).stem if arch else 'auto'}-p{args.pretrain}-l{args.layerwise}"
-           f"-a{int(args.augment)}-n{args.noise}")
+    key = cache_key(name, seed, arch, args.pretrain, args.layerwise, args.augment, args.noise)
     return Path(args.cache) / key
+
+
+def cache_key(name: str, seed: int, arch: str | None, pretrain: int, layerwise: int = 0,
+              augment: bool = False, noise: float = 0.0) -> str:
+    """The cache entry's name: the data set, the seed and every pretraining setting."""
+    return (f"{name}-seed{seed}-{Path(arch).stem if arch else 'auto'}-p{pretrain}-l{layerwise}"
+            f"-a{int(augment)}-n{noise}")
 
 
 def summarise(rows: list[dict], args) -> str:
