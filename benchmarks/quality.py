@@ -63,7 +63,7 @@ def run_seed(name: str, seed: int, args) -> list[dict]:
 
     start = time.perf_counter()
     ae = AEKMeans(pretrain_epochs=args.pretrain, layerwise_epochs=args.layerwise, augment=args.augment,
-                  noise=args.noise, **common)
+                  noise=args.noise, optimizer=args.optimizer, lr=args.lr, **common)
     cached = _cache_dir(args, name, seed, arch)
     if cached is not None and (cached / "model.json").is_file():  # reuse this seed's autoencoder
         ae = ae.set_params(pretrain_epochs=0, autoencoder=load_model(cached).autoencoder_).fit(data.images)
@@ -97,15 +97,18 @@ def _cache_dir(args, name: str, seed: int, arch: str) -> Path | None:
     setting), so another clustering stage can be measured without pretraining again."""
     if not args.cache:
         return None
-    key = cache_key(name, seed, arch, args.pretrain, args.layerwise, args.augment, args.noise)
+    key = cache_key(name, seed, arch, args.pretrain, args.layerwise, args.augment, args.noise,
+                    args.optimizer, args.lr)
     return Path(args.cache) / key
 
 
 def cache_key(name: str, seed: int, arch: str | None, pretrain: int, layerwise: int = 0,
-              augment: bool = False, noise: float = 0.0) -> str:
-    """The cache entry's name: the data set, the seed and every pretraining setting."""
+              augment: bool = False, noise: float = 0.0, optimizer: str = "adam", lr: float = 1e-3) -> str:
+    """The cache entry's name: the data set, the seed and every pretraining setting (the optimizer
+    only where it is not the default Adam at 1e-3, so entries made before it was a setting still match)."""
+    recipe = "" if (optimizer, lr) == ("adam", 1e-3) else f"-{optimizer}{lr:g}"
     return (f"{name}-seed{seed}-{Path(arch).stem if arch else 'auto'}-p{pretrain}-l{layerwise}"
-            f"-a{int(augment)}-n{noise}")
+            f"-a{int(augment)}-n{noise}{recipe}")
 
 
 def summarise(rows: list[dict], args) -> str:
@@ -142,6 +145,9 @@ def main() -> None:
                         help="keep each seed's pretrained autoencoder here and reuse it on the next run")
     parser.add_argument("--augment", action="store_true", help="random shifts/rotations while pretraining")
     parser.add_argument("--noise", type=float, default=0.0, help="denoising: std of input noise")
+    parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
+                        help="pretraining optimizer (sgd: momentum 0.9)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="pretraining learning rate")
     parser.add_argument("--cluster-augment", action="store_true",
                         help="DEC, IDEC and DCN train their clustering stage on shifted/rotated views")
     parser.add_argument("--progress", action="store_true")
@@ -161,6 +167,8 @@ def main() -> None:
                f"--pretrain {args.pretrain} --layerwise {args.layerwise} --cluster {args.cluster}"
                + (" --augment" if args.augment else "") + (f" --arch {args.arch}" if args.arch else "")
                + (f" --noise {args.noise}" if args.noise else "")
+               + (f" --optimizer {args.optimizer} --lr {args.lr:g}"
+                  if (args.optimizer, args.lr) != ("adam", 1e-3) else "")
                + (" --cluster-augment" if args.cluster_augment else ""))
     print(table)
     if args.append:

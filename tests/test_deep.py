@@ -207,6 +207,8 @@ def test_clustering_stage_optimizer_defaults_and_bad_values(tiny_images):
     assert IDEC(cluster_lr=0.05)._cluster_settings(5).lr == 0.05
     adam = DEC(cluster_optimizer="adam", lr=3e-4)._cluster_settings(5)
     assert (adam.optimizer, adam.lr) == ("adam", 3e-4)  # Adam continues at the pretraining rate
+    # ... but not at SGD's pretraining rate (dec-dense-sgd pretrains at lr 1): Adam's usual 1e-3.
+    assert DEC(cluster_optimizer="adam", optimizer="sgd", lr=1.0)._cluster_settings(5).lr == 1e-3
     dcn = DCN()._cluster_settings(5)
     assert (dcn.optimizer, dcn.lr) == ("adam", 1e-4)
     assert DCN(cluster_optimizer="sgd")._cluster_settings(5).lr == 0.01

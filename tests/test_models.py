@@ -98,7 +98,8 @@ def same_structure(a: nn.Module, b: nn.Module) -> None:
 
 # ----------------------------------------------------------------------- every shipped architecture
 def test_registry_lists_the_shipped_files():
-    assert {"dec-dense", "conv-mnist", "conv-cifar", "conv-coil20"} <= set(list_architectures())
+    shipped = {"dec-dense", "dec-dense-sgd", "conv-mnist", "conv-cifar", "conv-coil20", "conv-coil20-64"}
+    assert shipped <= set(list_architectures())
     assert list_architectures() == sorted(ARCHITECTURES)
 
 
@@ -345,6 +346,20 @@ def test_glorot_init_draws_within_its_bound_with_zero_biases():
         assert layer.weight.abs().max() > 0.9 * bound  # drawn over the whole range, not torch's narrower one
         assert torch.count_nonzero(layer.bias) == 0
     assert resolve_spec({**load_spec("dec-dense"), "init": "glorot"}, (1, 28, 28))["init"] == "glorot"
+
+
+def test_dec_dense_sgd_is_dec_dense_with_torch_weights():
+    """dec-dense-sgd: the same layers as dec-dense, weights from torch's +-1/sqrt(fan_in) (the
+    VarianceScaling(1/3, fan_in) of the public DEC code's SGD recipe), not Glorot's wider range."""
+    sgd, glorot = load_spec("dec-dense-sgd"), load_spec("dec-dense")
+    assert (sgd["encoder"], sgd["decoder"], sgd["output_activation"]) == \
+        (glorot["encoder"], glorot["decoder"], glorot["output_activation"])
+    assert sgd.get("init", "torch") == "torch" and glorot["init"] == "glorot"
+    torch.manual_seed(0)
+    ae = build_autoencoder("dec-dense-sgd", input_shape=(1, 28, 28))
+    for layer in (m for m in ae.modules() if isinstance(m, nn.Linear)):
+        fan_in = layer.weight.shape[1]
+        assert 0.9 * fan_in ** -0.5 < layer.weight.abs().max() <= fan_in ** -0.5
 
 
 def test_input_shape_must_match_the_spec():

@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="k-means implementation: ours (torch), scikit-learn's or faiss's")
     deep = run.add_argument_group("deep methods (ae-kmeans, dec, idec, dcn, n2d)")
     deep.add_argument("-a", "--arch", default=None,
-                      help="autoencoder: a shipped name (dec-dense, conv-mnist, conv-cifar, conv-coil20, "
-                           "conv-coil20-64) or "
+                      help="autoencoder: a shipped name (dec-dense, dec-dense-sgd, conv-mnist, conv-cifar, "
+                           "conv-coil20, conv-coil20-64) or "
                            "a JSON/YAML file (default: chosen for the data's shape)")
     deep.add_argument("--pretrain", type=int, default=50, metavar="N",
                       help="autoencoder pretraining epochs (0 with --from: reuse that run's autoencoder)")

@@ -186,7 +186,8 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
                              lr=self.lr, optimizer=self.optimizer, loss=self.loss, noise=self.noise,
                              augment=self.augment)
 
-    # Default clustering-stage learning rate per optimizer (None: the pretraining ``lr``).
+    # Default clustering-stage learning rate per optimizer (None: the pretraining ``lr`` where pretraining
+    # used the same optimizer, else 1e-3: SGD's pretraining rate, up to 1, would wreck an Adam stage).
     _CLUSTER_LR: dict = {"sgd": 0.01, "adam": None}
 
     def _cluster_settings(self, epochs: int) -> TrainSettings:
@@ -199,7 +200,9 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"cluster_optimizer must be one of {', '.join(OPTIMIZERS)}; got {kind!r}.")
         lr = self.cluster_lr
         if lr is None:
-            lr = self._CLUSTER_LR[kind] if self._CLUSTER_LR[kind] is not None else self.lr
+            lr = self._CLUSTER_LR[kind]
+            if lr is None:
+                lr = self.lr if self.optimizer == kind else 1e-3
         if not lr > 0:
             raise ValueError(f"cluster_lr must be > 0 (or None for the default); got {lr!r}.")
         return dataclasses.replace(settings, optimizer=kind, lr=float(lr))
