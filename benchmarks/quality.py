@@ -38,6 +38,7 @@ DATASETS = {
                   {"size": 64, "batch_size": 32}),
 }
 METHODS = ("kmeans", "ae-kmeans", "dec", "idec", "dcn", "n2d")
+DEFAULT_RECIPE = ("adam", 1e-3)  # pretraining optimizer and rate that keys and commands leave unsaid
 
 
 def run_seed(name: str, seed: int, args) -> list[dict]:
@@ -106,7 +107,7 @@ def cache_key(name: str, seed: int, arch: str | None, pretrain: int, layerwise: 
               augment: bool = False, noise: float = 0.0, optimizer: str = "adam", lr: float = 1e-3) -> str:
     """The cache entry's name: the data set, the seed and every pretraining setting (the optimizer
     only where it is not the default Adam at 1e-3, so entries made before it was a setting still match)."""
-    recipe = "" if (optimizer, lr) == ("adam", 1e-3) else f"-{optimizer}{lr:g}"
+    recipe = "" if (optimizer, lr) == DEFAULT_RECIPE else f"-{optimizer}{lr:g}"
     return (f"{name}-seed{seed}-{Path(arch).stem if arch else 'auto'}-p{pretrain}-l{layerwise}"
             f"-a{int(augment)}-n{noise}{recipe}")
 
@@ -145,9 +146,9 @@ def main() -> None:
                         help="keep each seed's pretrained autoencoder here and reuse it on the next run")
     parser.add_argument("--augment", action="store_true", help="random shifts/rotations while pretraining")
     parser.add_argument("--noise", type=float, default=0.0, help="denoising: std of input noise")
-    parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
+    parser.add_argument("--optimizer", choices=["adam", "sgd"], default=DEFAULT_RECIPE[0],
                         help="pretraining optimizer (sgd: momentum 0.9)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="pretraining learning rate")
+    parser.add_argument("--lr", type=float, default=DEFAULT_RECIPE[1], help="pretraining learning rate")
     parser.add_argument("--cluster-augment", action="store_true",
                         help="DEC, IDEC and DCN train their clustering stage on shifted/rotated views")
     parser.add_argument("--update-interval", type=int, default=140,
@@ -170,7 +171,7 @@ def main() -> None:
                + (" --augment" if args.augment else "") + (f" --arch {args.arch}" if args.arch else "")
                + (f" --noise {args.noise}" if args.noise else "")
                + (f" --optimizer {args.optimizer} --lr {args.lr:g}"
-                  if (args.optimizer, args.lr) != ("adam", 1e-3) else "")
+                  if (args.optimizer, args.lr) != DEFAULT_RECIPE else "")
                + (" --cluster-augment" if args.cluster_augment else "")
                + (f" --update-interval {args.update_interval}" if args.update_interval != 140 else ""))
     print(table)
