@@ -191,6 +191,23 @@ def test_idec_reuses_a_pretrained_autoencoder_without_changing_it(tiny_images):
     assert idec.labels_.shape == (90,)
 
 
+@pytest.mark.parametrize("name", ["dec", "idec", "dcn"])
+def test_a_reused_autoencoder_clusters_like_one_trained_in_the_fit(name, tiny_images):
+    """The k-means start and the clustering stage's shuffling do not depend on whether pretraining ran
+    in this fit (``--from RUN_DIR``, a benchmark's cached autoencoder): same seed, same clustering."""
+    images, _ = tiny_images
+    fresh = METHODS[name](**_params()).fit(images)
+    pretrained = AEKMeans(**_params()).fit(images)
+    reused = METHODS[name](**{**_params(), "pretrain_epochs": 0},
+                           autoencoder=pretrained.autoencoder_).fit(images)
+    assert np.array_equal(fresh.pretrained_embedding_, reused.pretrained_embedding_)
+
+    def stage(est):
+        return [r["loss"] for r in est.history_ if r.get("stage") == "cluster" and "loss" in r]
+    assert stage(fresh) and stage(fresh) == stage(reused)
+    assert np.array_equal(fresh.cluster_centers_, reused.cluster_centers_)
+
+
 def test_n2d_runs_and_predicts_training_points_consistently(tiny_images):
     pytest.importorskip("umap")
     images, labels = tiny_images

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,16 @@ from .training import (
     pretrain_layerwise,
     train_autoencoder,
 )
+
+
+def stage_seed(seed: int, stage: str) -> int:
+    """The seed of one stage of a fit, derived from ``random_state`` and the stage's name alone.
+
+    Drawing it from the stream that pretraining consumed would make the k-means that initialises the
+    clustering stage depend on whether the autoencoder was trained in this fit or reused.
+    """
+    state = np.random.SeedSequence([seed, zlib.crc32(stage.encode())]).generate_state(1)[0]
+    return int(state) >> 1  # below 2**31: a valid seed for numpy, scikit-learn and torch
 
 
 @dataclass(frozen=True)
@@ -119,13 +130,17 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         X = as_image_tensor(X)
         k = check_n_clusters(self.n_clusters, X.shape[0])
         self._device = resolve_device(self.device)
-        seed = 0 if self.random_state is None else int(self.random_state)
+        seed = self._base_seed()
         torch.manual_seed(seed)
         self._generator = torch.Generator().manual_seed(seed)
         self.history_ = []
         start = time.perf_counter()
         init = self.pretrain(X, k)
         self.pretrained_embedding_ = init.embedding.numpy()
+        # The clustering stage starts from its own streams, not from whatever pretraining left behind,
+        # so an autoencoder reused from an earlier run gives the clustering a fresh one would.
+        torch.manual_seed(stage_seed(seed, "cluster"))
+        self._generator = torch.Generator().manual_seed(stage_seed(seed, "cluster"))
         self._fit_clusters(X, init, y)
         self.embedding_ = self._embed(X).numpy()
         self.n_features_in_ = int(np.prod(X.shape[1:]))
@@ -165,7 +180,8 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
                               show_progress=self.verbose)
         self.autoencoder_ = model.eval()
         Z = self._embed(X)
-        km = KMeans(n_clusters, n_init=self.n_init, init_size=None, random_state=self._seed()).fit(Z.numpy())
+        km = KMeans(n_clusters, n_init=self.n_init, init_size=None,
+                    random_state=stage_seed(self._base_seed(), "kmeans")).fit(Z.numpy())
         return Initialization(model, Z, km.labels_, km.cluster_centers_)
 
     def predict(self, X) -> np.ndarray:
@@ -226,6 +242,9 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     # ---------------------------------------------------------------- helpers
     def _embed(self, X: torch.Tensor) -> torch.Tensor:
         return encode(self.autoencoder_, X, device=self._device)
+
+    def _base_seed(self) -> int:
+        return 0 if self.random_state is None else int(self.random_state)
 
     def _seed(self) -> int:
         return int(torch.randint(0, 2**31 - 1, (1,), generator=self._generator))
