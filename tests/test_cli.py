@@ -266,3 +266,7 @@ def test_clustering_stage_and_schedule_options_reach_the_estimators():
     assert built("--method", "deepcluster", "--dc-lr-schedule", "cosine").lr_schedule == "cosine"
     assert built("--method", "idec", "--cluster-augment").cluster_augment is True
     assert built("--method", "dcn").cluster_augment is False
+    # --n-init reaches every method's k-means; left out, each keeps its own default
+    for method in ("kmeans", "ae-kmeans", "idec", "n2d", "deepcluster"):
+        assert built("--method", method, "--n-init", "7").n_init == 7
+    assert (built("--method", "kmeans").n_init, built("--method", "idec").n_init) == (10, 20)

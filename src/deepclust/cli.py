@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--normalize", choices=["unit", "standard", "none"], default="unit",
                      help="pixel scaling: unit = [0, 1], standard = zero mean / unit variance per "
                           "channel (default: unit)")
-    run.add_argument("--n-init", type=int, default=10, help="k-means restarts (default: 10)")
+    run.add_argument("--n-init", type=int, default=None,
+                     help="k-means restarts: of k-means itself, or of the k-means that starts a deep "
+                          "method's clustering (default: 10; 20 for the deep methods, as the DEC code)")
     run.add_argument("--backend", choices=["torch", "sklearn", "faiss"], default="torch",
                      help="k-means implementation: ours (torch), scikit-learn's or faiss's")
     deep = run.add_argument_group("deep methods (ae-kmeans, dec, idec, dcn, n2d)")

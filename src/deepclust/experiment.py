@@ -55,7 +55,7 @@ class RunConfig:
     size: int | None = None  # resize images to size x size
     normalize: str | None = "unit"  # "unit" ([0, 1]), "standard" or None
     # k-means
-    n_init: int = 10
+    n_init: int | None = None  # k-means restarts; None: each method's own (10; 20 for the deep methods)
     backend: str = "torch"
     max_iter: int = 300
     # deep methods (ae-kmeans, dec, idec, dcn, n2d)
@@ -129,8 +129,9 @@ def load_inputs(config: RunConfig) -> tuple[ImageDataset, np.ndarray, int | str]
 def build_method(config: RunConfig, n_clusters: int):
     """The estimator ``config`` asks for, with its parameters resolved."""
     verbose = progress_enabled(config.progress)
+    restarts = {} if config.n_init is None else {"n_init": config.n_init}
     if config.method not in DEEP_METHODS:
-        return get_method(config.method, n_clusters=n_clusters, n_init=config.n_init,
+        return get_method(config.method, n_clusters=n_clusters, **restarts,
                           max_iter=config.max_iter, backend=config.backend, device=config.device,
                           random_state=config.seed, verbose=verbose)
     if config.method == "deepcluster":
@@ -139,12 +140,12 @@ def build_method(config: RunConfig, n_clusters: int):
                           batch_size=config.batch_size, pca_dim=config.pca_dim, lr=config.dc_lr,
                           lr_schedule=config.dc_lr_schedule,
                           optimizer=config.net_optimizer, top_optimizer=config.top_optimizer,
-                          augment=config.dc_augment, n_init=config.n_init, backend=config.backend,
+                          augment=config.dc_augment, **restarts, backend=config.backend,
                           device=config.device, random_state=config.seed, verbose=verbose)
     params = dict(n_clusters=n_clusters, arch=config.arch, pretrain_epochs=config.pretrain_epochs,
                   layerwise_epochs=config.layerwise_epochs, batch_size=config.batch_size, lr=config.lr,
                   optimizer=config.optimizer, loss=config.loss, noise=config.noise, augment=config.augment,
-                  device=config.device, random_state=config.seed, verbose=verbose)
+                  device=config.device, random_state=config.seed, verbose=verbose, **restarts)
     if config.method in ("dec", "idec", "dcn"):
         params["clustering_epochs"] = config.cluster_epochs
         params["cluster_lr"] = config.cluster_lr
@@ -183,7 +184,8 @@ def choose_k_for_run(config: RunConfig, paths: RunPaths, method, X: np.ndarray,
         history = [row for row in pre.history_ if row.get("stage") in ("layerwise", "pretrain")]
     else:
         space, where = X.reshape(X.shape[0], -1), "the input features"
-    found = choose_n_clusters(space, k_values, config.seed, n_init=config.n_init, max_iter=config.max_iter,
+    restarts = 10 if config.n_init is None else config.n_init
+    found = choose_n_clusters(space, k_values, config.seed, n_init=restarts, max_iter=config.max_iter,
                               backend=config.backend, device=config.device,
                               verbose=progress_enabled(config.progress))
     selection = {**found.to_dict(), "space": where}
