@@ -56,8 +56,8 @@ def run_seed(name: str, seed: int, args) -> list[dict]:
               f"({seconds:.0f} s)", flush=True)
 
     k = len(np.unique(y))
-    common = dict(n_clusters=k, arch=arch, batch_size=overrides.get("batch_size", 256), random_state=seed,
-                  verbose=args.progress)
+    common = dict(n_clusters=k, arch=arch, batch_size=overrides.get("batch_size", 256), n_init=args.n_init,
+                  random_state=seed, verbose=args.progress)
     start = time.perf_counter()
     X = prepare_features(data)
     score("kmeans", KMeans(k, random_state=seed).fit(X).labels_, time.perf_counter() - start)
@@ -153,6 +153,9 @@ def main() -> None:
                         help="DEC, IDEC and DCN train their clustering stage on shifted/rotated views")
     parser.add_argument("--update-interval", type=int, default=140,
                         help="DEC/IDEC: batches between target refreshes (the papers' 140 on MNIST)")
+    parser.add_argument("--n-init", type=int, default=20,
+                        help="restarts of the k-means on the embedding that starts every deep method "
+                             "(the DEC code's 20)")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--append", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = parser.parse_args()
@@ -173,7 +176,8 @@ def main() -> None:
                + (f" --optimizer {args.optimizer} --lr {args.lr:g}"
                   if (args.optimizer, args.lr) != DEFAULT_RECIPE else "")
                + (" --cluster-augment" if args.cluster_augment else "")
-               + (f" --update-interval {args.update_interval}" if args.update_interval != 140 else ""))
+               + (f" --update-interval {args.update_interval}" if args.update_interval != 140 else "")
+               + (f" --n-init {args.n_init}" if args.n_init != 20 else ""))
     print(table)
     if args.append:
         path = Path(__file__).with_name("RESULTS.md")
