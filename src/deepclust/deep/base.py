@@ -73,7 +73,9 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     autoencoder : Autoencoder or None
         A pretrained autoencoder to start from (methods of one seed share one, as the papers do).
     n_init : int, default=20
-        k-means restarts on the embedding.
+        Restarts of the k-means on the embedding that starts the clustering stage (the DEC code's 20).
+        Where k is large for the data, more restarts steady that start: on COIL-20 (1,440 images,
+        k = 20) 100 restarts lift IDEC from 0.722 to 0.755 over 3 seeds (benchmarks/RESULTS.md).
     device : str, default="cpu"
     random_state : int or None
     verbose : bool or None
