@@ -176,8 +176,9 @@ def main() -> None:
                + (f" --optimizer {args.optimizer} --lr {args.lr:g}"
                   if (args.optimizer, args.lr) != DEFAULT_RECIPE else "")
                + (" --cluster-augment" if args.cluster_augment else "")
-               + (f" --update-interval {args.update_interval}" if args.update_interval != 140 else "")
-               + (f" --n-init {args.n_init}" if args.n_init != 20 else ""))
+               + (f" --update-interval {args.update_interval}"
+                  if args.update_interval != parser.get_default("update_interval") else "")
+               + (f" --n-init {args.n_init}" if args.n_init != parser.get_default("n_init") else ""))
     print(table)
     if args.append:
         path = Path(__file__).with_name("RESULTS.md")

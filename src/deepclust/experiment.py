@@ -126,10 +126,15 @@ def load_inputs(config: RunConfig) -> tuple[ImageDataset, np.ndarray, int | str]
     return dataset, X, check_n_clusters(n_clusters, X.shape[0])
 
 
+def _restarts(config: RunConfig) -> dict:
+    """``n_init`` where the run sets it; left out, each method (and k selection) keeps its own default."""
+    return {} if config.n_init is None else {"n_init": config.n_init}
+
+
 def build_method(config: RunConfig, n_clusters: int):
     """The estimator ``config`` asks for, with its parameters resolved."""
     verbose = progress_enabled(config.progress)
-    restarts = {} if config.n_init is None else {"n_init": config.n_init}
+    restarts = _restarts(config)
     if config.method not in DEEP_METHODS:
         return get_method(config.method, n_clusters=n_clusters, **restarts,
                           max_iter=config.max_iter, backend=config.backend, device=config.device,
@@ -184,8 +189,7 @@ def choose_k_for_run(config: RunConfig, paths: RunPaths, method, X: np.ndarray,
         history = [row for row in pre.history_ if row.get("stage") in ("layerwise", "pretrain")]
     else:
         space, where = X.reshape(X.shape[0], -1), "the input features"
-    restarts = 10 if config.n_init is None else config.n_init
-    found = choose_n_clusters(space, k_values, config.seed, n_init=restarts, max_iter=config.max_iter,
+    found = choose_n_clusters(space, k_values, config.seed, **_restarts(config), max_iter=config.max_iter,
                               backend=config.backend, device=config.device,
                               verbose=progress_enabled(config.progress))
     selection = {**found.to_dict(), "space": where}

@@ -141,8 +141,9 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         self.pretrained_embedding_ = init.embedding.numpy()
         # The clustering stage starts from its own streams, not from whatever pretraining left behind,
         # so an autoencoder reused from an earlier run gives the clustering a fresh one would.
-        torch.manual_seed(stage_seed(seed, "cluster"))
-        self._generator = torch.Generator().manual_seed(stage_seed(seed, "cluster"))
+        cluster_seed = stage_seed(seed, "cluster")
+        torch.manual_seed(cluster_seed)
+        self._generator = torch.Generator().manual_seed(cluster_seed)
         self._fit_clusters(X, init, y)
         self.embedding_ = self._embed(X).numpy()
         self.n_features_in_ = int(np.prod(X.shape[1:]))
