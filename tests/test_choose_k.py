@@ -13,7 +13,8 @@ import pytest
 
 from deepclust.cli import main
 from deepclust.cluster.choose_k import KSelection, choose_n_clusters, default_k_values, parse_k_range
-from deepclust.experiment import RunConfig, run
+from deepclust.config import RunConfig
+from deepclust.pipeline.run import run
 
 
 @pytest.fixture(autouse=True)
@@ -96,7 +97,7 @@ def test_clusters_auto_with_kmeans_end_to_end(tmp_path, capsys):
     assert selection["ks"] == [8, 9, 10, 11] and selection["space"] == "the input features"
     assert selection["best_k"] == max(zip(selection["scores"], selection["ks"], strict=True))[1]
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["config"]["n_clusters"] == "auto" and config["config"]["k_range"] == "8:11"
+    assert config["run"]["n_clusters"] == "auto" and config["run"]["k_range"] == "8:11"
     assert config["resolved"]["n_clusters"] == selection["best_k"]
     assert config["resolved"]["k_selection"]["best_k"] == selection["best_k"]
     with open(run_dir / "assignments.csv") as f:

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from deepclust.cli import main
-from deepclust.experiment import RunConfig, run
+from deepclust.config import RunConfig
+from deepclust.pipeline.run import run
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -32,7 +33,7 @@ def test_default_run_writes_a_complete_run_folder(tmp_path, capsys):
     run_dir = _only_run_dir(tmp_path)
     assert json.loads((run_dir / "status.json").read_text())["status"] == "complete"
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["config"]["dataset"] == "digits" and config["config"]["method"] == "n2d"
+    assert config["data"]["dataset"] == "digits" and config["method"]["name"] == "n2d"
     assert config["resolved"]["n_clusters"] == 10
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("acc", "nmi", "ari", "silhouette", "dunn", "n_samples", "n_clusters", "seconds"):
@@ -254,7 +255,7 @@ def test_visualize_writes_every_plot(tmp_path, method):
 
 def test_clustering_stage_and_schedule_options_reach_the_estimators():
     from deepclust.cli import _run_config, build_parser
-    from deepclust.experiment import build_method
+    from deepclust.pipeline.build import build_method
 
     def built(*argv):
         return build_method(_run_config(build_parser().parse_args(["run", *argv])), 10)

@@ -278,19 +278,19 @@ def test_augmentation_needs_images():
 
 def test_n2d_keeps_the_best_of_its_gaussian_mixture_restarts(tiny_images, monkeypatch):
     pytest.importorskip("umap")
-    from deepclust.deep import n2d
+    from deepclust.cluster import umap_gmm
 
     images, _ = tiny_images
     with pytest.raises(ValueError, match="gmm_n_init"):
         N2D(**_params(), n_neighbors=10, gmm_n_init=0).fit(images)
     restarts = []
 
-    class Recording(n2d.GaussianMixture):
+    class Recording(umap_gmm.GaussianMixture):
         def fit_predict(self, X, y=None):
             restarts.append(self.n_init)
             return super().fit_predict(X, y)
 
-    monkeypatch.setattr(n2d, "GaussianMixture", Recording)
+    monkeypatch.setattr(umap_gmm, "GaussianMixture", Recording)
     N2D(**_params(), n_neighbors=10, gmm_n_init=4).fit(images)
     N2D(**_params(), n_neighbors=10).fit(images)
     assert restarts == [4, 10]

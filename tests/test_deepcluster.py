@@ -212,7 +212,7 @@ def test_bad_parameters_are_named():
 
 
 def test_plot_of_the_per_epoch_curves(tmp_path):
-    from deepclust.plots import plot_deepcluster_history
+    from deepclust.report.plots import plot_deepcluster_history
 
     history = [{"epoch": e, "clustering_loss": 1 / (e + 1), "cross_entropy": None if e == 3 else 2 / (e + 1),
                 "nmi_prev": None if e == 0 else 0.5 + e / 10, "acc": 0.5, "nmi": 0.4} for e in range(4)]
@@ -226,7 +226,7 @@ def test_plot_of_the_per_epoch_curves(tmp_path):
 @pytest.mark.parametrize("visualize", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_deepclust_run_writes_the_per_epoch_csv(tmp_path, monkeypatch, visualize):
     X, y = blobs(200)
-    monkeypatch.setattr("deepclust.experiment.load_dataset", lambda *a, **k: _dataset(X, y))
+    monkeypatch.setattr("deepclust.pipeline.inputs.load_dataset", lambda *a, **k: _dataset(X, y))
     arch = tmp_path / "tiny.yaml"  # a network file in the architecture vocabulary (YAML is a JSON superset)
     arch.write_text(json.dumps(TINY_NET))
     tmp_path = tmp_path / "runs"
@@ -255,7 +255,7 @@ def _dataset(X, y):
 
 def test_interrupted_deepclust_run_resumes(tmp_path, monkeypatch, kill_after_checkpoint):
     X, y = blobs(100)
-    monkeypatch.setattr("deepclust.experiment.load_dataset", lambda *a, **k: _dataset(X, y))
+    monkeypatch.setattr("deepclust.pipeline.inputs.load_dataset", lambda *a, **k: _dataset(X, y))
     arch = tmp_path / "tiny.json"
     arch.write_text(json.dumps(TINY_NET))
     tmp_path = tmp_path / "runs"

@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 
 import deepclust.deep.base as deep_base
-import deepclust.evaluation as evaluation
+import deepclust.pipeline.evaluate as evaluation
 from conftest import TINY_DENSE_ARCH as TINY_ARCH
 from deepclust.cli import main
-from deepclust.evaluation import evaluate, make_splits, stratified_folds
-from deepclust.experiment import RunConfig
+from deepclust.config import RunConfig
+from deepclust.pipeline.evaluate import evaluate, make_splits, stratified_folds
 
 
 @pytest.fixture(autouse=True)

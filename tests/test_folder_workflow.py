@@ -12,10 +12,11 @@ import pytest
 from PIL import Image
 
 from deepclust.cli import main
+from deepclust.config import RunConfig
 from deepclust.data import load_dataset
 from deepclust.data.image_folder import describe_layout, load_image_files
-from deepclust.experiment import RunConfig, run
-from deepclust.folder_workflow import class_mapping, fit_config, mapped_accuracy
+from deepclust.pipeline.folder import class_mapping, fit_config, mapped_accuracy
+from deepclust.pipeline.run import run
 
 CLASSES = ("bottom", "middle", "top")  # sorted, so class id = position
 
@@ -160,7 +161,7 @@ def test_labelled_train_test_reference_run(tmp_path, capsys):
     assert json.loads((run_dir / "preprocessing.json").read_text())["image_size"] == [9, 9]
     assert "test/" in out and "class_mappings.json" in out
     # config.json keeps what the user asked for, so a resume re-derives the same protocol.
-    assert json.loads((run_dir / "config.json").read_text())["config"]["split"] == "all"
+    assert json.loads((run_dir / "config.json").read_text())["data"]["split"] == "all"
 
 
 def test_split_train_fits_on_train_alone(tmp_path):

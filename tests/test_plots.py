@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
-from deepclust.plots import (
+from deepclust.report.plots import (
     plot_cluster_montage,
     plot_confusion_matrix,
     plot_embedding,

@@ -13,9 +13,10 @@ from PIL import Image
 
 from conftest import TINY_DENSE_ARCH as TINY_ARCH
 from deepclust.cli import main
-from deepclust.deep import N2D
-from deepclust.experiment import RunConfig, run
-from deepclust.predict import fuzzy_membership, load_run, predict_images
+from deepclust.cluster.umap_gmm import UMAPGMM, neighbour_votes
+from deepclust.config import RunConfig
+from deepclust.pipeline.predict import fuzzy_membership, load_run, predict_images
+from deepclust.pipeline.run import run
 
 
 @pytest.fixture(autouse=True)
@@ -145,14 +146,15 @@ def test_fuzzy_membership_by_hand():
     np.testing.assert_allclose(fuzzy_membership(np.array([[100.0, 400.0]])), [[0.8, 0.2]])
 
 
-def test_n2d_vote_shares_and_own_labels():
-    n2d = N2D(n_clusters=2, n_vote=3)
-    n2d._train_embedding = torch.tensor([[0.0], [1.0], [10.0], [11.0]])
-    n2d.labels_ = np.array([0, 0, 1, 1])
-    shares, own = n2d._votes(torch.tensor([[0.5], [10.0], [3.0]]))
+def test_neighbour_vote_shares_and_own_labels():
+    train, labels = torch.tensor([[0.0], [1.0], [10.0], [11.0]]), np.array([0, 0, 1, 1])
+    shares, own = neighbour_votes(torch.tensor([[0.5], [10.0], [3.0]]), train, labels, 2, 3)
     np.testing.assert_allclose(shares.sum(1).numpy(), 1.0, rtol=1e-6)
     # point 0.5: neighbours 0 and 1 (d 0.5 each, cluster 0) and 10 (d 9.5, cluster 1)
     w0, w1 = 2 / 0.5, 1 / 9.5
     assert shares[0, 0].item() == pytest.approx(w0 / (w0 + w1), rel=1e-5)
     assert own.tolist() == [-1, 1, -1]
-    assert n2d._assign(torch.tensor([[0.5], [10.0], [3.0]])).tolist() == [0, 1, 0]
+    stage = UMAPGMM(n_clusters=2, n_vote=3)
+    stage._restore_extra_tensors({"cluster_centers": torch.zeros(2, 1), "train_input": train,
+                                  "train_labels": torch.as_tensor(labels)})
+    assert stage.predict(np.array([[0.5], [10.0], [3.0]])).tolist() == [0, 1, 0]

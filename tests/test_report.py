@@ -19,14 +19,15 @@ import pytest
 from PIL import Image
 
 from deepclust.cli import main
-from deepclust.experiment import RunConfig, run
-from deepclust.plots import plot_history_columns, plot_k_selection, plot_metric_bars, tile_images
-from deepclust.report import (
+from deepclust.config import RunConfig
+from deepclust.pipeline.run import run
+from deepclust.report.page import (
     COMPARISON_SECTIONS,
     RUN_SECTIONS,
     write_comparison_report,
     write_report,
 )
+from deepclust.report.plots import plot_history_columns, plot_k_selection, plot_metric_bars, tile_images
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -149,12 +150,12 @@ def test_deep_report_has_curves_embedding_and_cluster_images(deep_dir):
 
 def test_most_confident_images_are_closest_to_the_centre(kmeans_dir, tmp_path, monkeypatch):
     """The strips show the right images: record what the report tiles and check the ranking."""
-    import deepclust.plots as plots
+    import deepclust.report.plots as plots
 
     shown: list[np.ndarray] = []
     monkeypatch.setattr(plots, "tile_images", lambda images, **kw: (shown.append(images),
                                                                     tile_images(images, **kw))[1])
-    from deepclust.experiment import load_inputs
+    from deepclust.pipeline.inputs import load_inputs
 
     dataset, X, _ = load_inputs(RunConfig())
     write_report(copy_run(kmeans_dir, tmp_path), dataset=dataset, features=X)
@@ -201,7 +202,7 @@ def test_missing_optional_files_leave_notes_not_errors(deep_dir, tmp_path):
     for name in ("embeddings.npy", "history.csv", "cluster_centers.npy", "metrics.json"):
         (run_dir / name).unlink()
     config = json.loads((run_dir / "config.json").read_text())
-    config["config"]["dataset"] = str(tmp_path / "gone")  # the data cannot be loaded again either
+    config["data"]["dataset"] = str(tmp_path / "gone")  # the data cannot be loaded again either
     (run_dir / "config.json").write_text(json.dumps(config))
     page = parse(write_report(run_dir))
     assert list(page.sections) == RUN_IDS
@@ -226,7 +227,7 @@ def test_images_come_from_the_paths_in_assignments_when_the_data_set_is_gone(kme
         writer.writeheader()
         writer.writerows(rows)
     config = json.loads((run_dir / "config.json").read_text())
-    config["config"]["dataset"] = str(tmp_path / "gone")
+    config["data"]["dataset"] = str(tmp_path / "gone")
     (run_dir / "config.json").write_text(json.dumps(config))
     page = parse(write_report(run_dir))
     assert page.sections["clusters"]["imgs"] == 20

@@ -7,6 +7,7 @@ import copy
 import sys
 
 from . import __version__
+from .config import DEFAULT_METHOD
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,9 +30,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "else ~/.cache/deepclust/<name>)")
     run.add_argument("--split", choices=["train", "test", "all"], default="all",
                      help="which part of the data set to cluster (default: all)")
-    run.add_argument("--method", choices=_method_names(), default="n2d",
-                     help="clustering method (default: n2d, the most accurate one here: autoencoder, UMAP, "
-                          "Gaussian mixture; kmeans for plain k-means on the pixels)")
+    run.add_argument("--backbone", default=None, metavar="NAME|FILE",
+                     help="turn the images into features with this frozen pretrained network first "
+                          "(see 'deepclust backbones'; efficientnet-lite0 works offline), then cluster the "
+                          "features with a method that takes vectors")
+    run.add_argument("--backbone-weights", default=None, metavar="PATH",
+                     help="load the backbone's weights from this local file or folder instead of its "
+                          "default source")
+    run.add_argument("--feature-cache", default=None, metavar="DIR",
+                     help="where backbone features are cached (default: $DEEPCLUST_CACHE/features, else "
+                          "~/.cache/deepclust/features)")
+    run.add_argument("--method", choices=_method_names(), default=DEFAULT_METHOD,
+                     help=f"clustering method (default: {DEFAULT_METHOD}): "
+                          + "; ".join(f"{name}: {summary}" for name, summary in _method_summaries()))
     run.add_argument("-k", "--clusters", type=_clusters_arg, default=None, metavar="K|auto",
                      help="number of clusters, or 'auto' to try --k-range and keep the k with the best "
                           "silhouette (default: the number of classes of a labelled data set)")
@@ -82,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     deep.add_argument("--cluster-augment", action="store_true",
                       help="dec, idec and dcn: train the clustering stage on randomly shifted and rotated "
                            "views, targets from the clean images (DEC-DA); images only")
+    manifold = run.add_argument_group("the UMAP stage (n2d, umap-gmm)")
+    manifold.add_argument("--umap-neighbors", type=int, default=20, metavar="N",
+                          help="UMAP's neighbourhood size (default: 20, as N2D)")
+    manifold.add_argument("--umap-dim", type=int, default=None, metavar="D",
+                          help="dimensions of the UMAP map (default: the number of clusters)")
+    manifold.add_argument("--umap-metric", default="euclidean",
+                          help="UMAP's metric, e.g. euclidean or cosine (default: euclidean)")
     dc = run.add_argument_group(
         "deepcluster (--method deepcluster; also uses -a/--arch: alexnet-small (default) or vgg-small, "
         "-k, --batch-size, --n-init and --backend)")
@@ -120,6 +138,21 @@ def build_parser() -> argparse.ArgumentParser:
     datasets = sub.add_parser("datasets", help="list the data sets, the files each needs and where")
     datasets.add_argument("--data-dir", default=None, help="also look for files in this folder")
     datasets.set_defaults(func=_cmd_datasets)
+    backbones = sub.add_parser("backbones", help="list the pretrained backbones for --backbone",
+                               description="The pretrained networks --backbone can name: input size, "
+                                           "feature dimension, weights' source and licence.")
+    backbones.set_defaults(func=_cmd_backbones)
+    embed = sub.add_parser("embed", help="extract (and cache) the backbone features of a data set",
+                           description="Turn a data set's images into backbone features and cache them, so "
+                                       "later runs, evaluations and predictions on the same images read them "
+                                       "at once. --out also writes them to a .npy file.")
+    for action in run._actions:
+        if action.dest in ("dataset", "data_dir", "split", "resize", "backbone", "backbone_weights",
+                           "feature_cache", "device"):
+            embed._add_action(copy.copy(action))
+    embed.add_argument("--out", default=None, metavar="FILE.npy", help="also write the features here")
+    embed.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    embed.set_defaults(func=_cmd_embed)
     _add_evaluate_parser(sub, run)
     _add_predict_parser(sub)
     report = sub.add_parser("report", help="rebuild report.html in a run folder",
@@ -148,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .experiment import format_summary, resume_run, run
+    from .pipeline.run import format_summary, resume_run, run
 
     if args.resume:
         print(format_summary(resume_run(args.resume)))
@@ -160,10 +193,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _run_config(args: argparse.Namespace):
     """The RunConfig of parsed ``run`` options (``evaluate`` shares them)."""
-    from .experiment import RunConfig
+    from .config import RunConfig
 
     return RunConfig(
         dataset=args.dataset, data_dir=args.data_dir, split=args.split, method=args.method,
+        backbone=args.backbone, backbone_weights=args.backbone_weights, feature_cache=args.feature_cache,
         n_clusters=args.clusters, k_range=args.k_range, seed=args.seed, out=args.out, device=args.device,
         grayscale=args.grayscale, size=args.resize,
         normalize=None if args.normalize == "none" else args.normalize,
@@ -174,7 +208,8 @@ def _run_config(args: argparse.Namespace):
         train_clusters=args.train_clusters, net_optimizer=args.net_optimizer,
         top_optimizer=args.top_optimizer, dc_lr=args.dc_lr, dc_lr_schedule=args.dc_lr_schedule,
         dc_augment=args.dc_augment, cluster_optimizer=args.cluster_optimizer, cluster_lr=args.cluster_lr,
-        cluster_augment=args.cluster_augment,
+        cluster_augment=args.cluster_augment, umap_neighbors=args.umap_neighbors, umap_dim=args.umap_dim,
+        umap_metric=args.umap_metric,
         from_run=args.from_run, visualize=args.visualize, metrics=args.metrics,
         progress=False if args.no_progress else None,
     )
@@ -221,7 +256,7 @@ def _add_evaluate_parser(sub, run: argparse.ArgumentParser) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate
+    from .pipeline.evaluate import evaluate
 
     config = _run_config(args)
     seeds = None
@@ -262,7 +297,7 @@ def _add_predict_parser(sub) -> None:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from ._io import write_text
-    from .predict import predict_images, predictions_csv
+    from .pipeline.predict import predict_images, predictions_csv
 
     rows = predict_images(args.run_dir, args.images, on_error="skip" if args.skip_unreadable else "raise")
     text = predictions_csv(rows)
@@ -271,6 +306,41 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     else:
         write_text(args.out, text)
         print(f"{len(rows)} images assigned; written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_backbones(args: argparse.Namespace) -> int:
+    from .backbones import get_spec, list_backbones
+
+    for name in list_backbones():
+        facts = get_spec(name).describe()
+        size = "x".join(str(v) for v in facts["input_size"])
+        extra = f"  (pip install 'deepclust[{facts['extra']}]')" if facts["extra"] else ""
+        print(f"{name:<22} {facts['feature_dim']:>5}-d  {size:>7}  {facts['description']}{extra}\n"
+              f"{'':<22} weights: {facts['weights']} ({facts['licence']})")
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from .config import RunConfig
+    from .pipeline.inputs import embed_dataset
+
+    if not args.backbone:
+        raise ValueError("deepclust embed needs --backbone NAME (see 'deepclust backbones').")
+    config = RunConfig(dataset=args.dataset, data_dir=args.data_dir, split=args.split, size=args.resize,
+                       backbone=args.backbone, backbone_weights=args.backbone_weights,
+                       feature_cache=args.feature_cache, device=args.device,
+                       progress=False if args.no_progress else None)
+    features, described = embed_dataset(config)
+    print(f"{features.shape[0]} images -> {features.shape[1]}-d features of {described['backbone']} "
+          f"(cached in {getattr(features, 'filename', None) or 'memory'})")
+    if args.out:
+        import numpy as np
+
+        from ._io import write_npy
+
+        write_npy(args.out, np.asarray(features))
+        print(f"written to {args.out}")
     return 0
 
 
@@ -302,6 +372,12 @@ def _method_names() -> list[str]:
     from .methods import METHODS
 
     return sorted(METHODS)
+
+
+def _method_summaries() -> list[tuple[str, str]]:
+    from .methods import METHODS
+
+    return [(name, cls.summary) for name, cls in sorted(METHODS.items())]
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ A run turns decoded uint8 images (n, h, w, c) into features with
 :func:`deepclust.data.transforms.prepare_features`: grey (optional), float scaling, flatten for
 methods that take vectors. ``preprocessing.json`` records those choices, the image size and channel
 count the model was fitted on, and, for ``normalize="standard"``, the training set's channel
-statistics (a new batch must not be standardised with its own).
+statistics (a new batch must not be standardised with its own). A run on a pretrained backbone records
+the backbone instead (``backbone``): new images go through the same network and weights.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import numpy as np
 
 from ._io import write_json
 from .data.transforms import to_float, to_grayscale
-
-FILENAME = "preprocessing.json"
+from .runs import RunPaths
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,11 @@ class Preprocessing:
     flatten: bool  # (n, h*w*c) vectors (k-means) rather than images (deep methods)
     mean: tuple[float, ...] | None = None  # per-channel statistics of "standard"
     std: tuple[float, ...] | None = None
+    backbone: dict | None = None  # the description of the backbone that made the features, if one did
 
     @classmethod
     def of_run(cls, images: np.ndarray, *, grayscale: bool, normalize: str | None,
-               flatten: bool) -> Preprocessing:
+               flatten: bool, backbone: dict | None = None) -> Preprocessing:
         """The preprocessing of a run fitted on ``images`` (its decoded training images)."""
         mean = std = None
         if normalize == "standard":
@@ -44,7 +45,7 @@ class Preprocessing:
             _, m, s = to_float(source, "standard", return_stats=True)
             mean, std = tuple(float(v) for v in m), tuple(float(v) for v in s)
         h, w, c = images.shape[1:]
-        return cls((int(h), int(w)), int(c), bool(grayscale), normalize, bool(flatten), mean, std)
+        return cls((int(h), int(w)), int(c), bool(grayscale), normalize, bool(flatten), mean, std, backbone)
 
     def apply(self, images: np.ndarray) -> np.ndarray:
         """Features of ``images`` (decoded at ``image_size`` with ``channels``), float32."""
@@ -58,8 +59,9 @@ class Preprocessing:
             x = x.reshape(x.shape[0], -1)
         return np.ascontiguousarray(x, dtype=np.float32)
 
-    def save(self, run_dir: str | os.PathLike) -> Path:
-        path = Path(run_dir) / FILENAME
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write to ``path`` (a run's ``RunPaths.preprocessing``)."""
+        path = Path(path)
         write_json(path, asdict(self))
         return path
 
@@ -67,25 +69,27 @@ class Preprocessing:
     def load(cls, run_dir: str | os.PathLike) -> Preprocessing:
         """Read ``preprocessing.json``; runs written before it existed fall back to ``config.json``."""
         run_dir = Path(run_dir)
-        path = run_dir / FILENAME
+        paths = RunPaths(run_dir)
+        path = paths.preprocessing
         if path.is_file():
             d = json.loads(path.read_text())
             return cls(tuple(d["image_size"]), int(d["channels"]), bool(d["grayscale"]), d["normalize"],
-                       bool(d["flatten"]), _tuple(d.get("mean")), _tuple(d.get("std")))
-        config_path = run_dir / "config.json"
+                       bool(d["flatten"]), _tuple(d.get("mean")), _tuple(d.get("std")), d.get("backbone"))
+        config_path = paths.config
         if not config_path.is_file():
-            raise FileNotFoundError(f"{run_dir} is not a deepclust run folder: it has no {FILENAME} "
+            raise FileNotFoundError(f"{run_dir} is not a deepclust run folder: it has no {path.name} "
                                     "and no config.json.")
-        saved = json.loads(config_path.read_text())
+        saved = json.loads(config_path.read_text())  # such runs stored their options flat, under "config"
         config, resolved = saved["config"], saved["resolved"]
         if config.get("normalize") == "standard":
-            raise ValueError(f"The run in {run_dir} standardised its images but predates {FILENAME}, so the "
+            raise ValueError(f"The run in {run_dir} standardised its images but predates {path.name}, so the "
                              "training statistics are unknown; re-run it with this version of deepclust.")
         h, w, c = resolved["image_shape"]
-        from .methods import DEEP_METHODS
+        from .methods import method_class
+        from .traits import VECTORS
 
         return cls((h, w), c, bool(config.get("grayscale")), config.get("normalize"),
-                   config["method"] not in DEEP_METHODS)
+                   method_class(config["method"]).input_kind == VECTORS)
 
 
 def _tuple(value) -> tuple[float, ...] | None:

@@ -61,6 +61,48 @@ class RunPaths:
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
+    @property
+    def preprocessing(self) -> Path:
+        return self.root / "preprocessing.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def k_selection(self) -> Path:
+        return self.root / "k_selection.json"
+
+    # An image folder with reference/ and test/ (pipeline.folder)
+    @property
+    def class_mappings(self) -> Path:
+        return self.root / "class_mappings.json"
+
+    @property
+    def test_assignments(self) -> Path:
+        return self.root / "test_assignments.csv"
+
+    @property
+    def test_confusion_plot(self) -> Path:
+        return self.plots / "confusion_matrix_test.png"
+
+    # A 'deepclust evaluate' folder (pipeline.evaluate)
+    @property
+    def folds(self) -> Path:
+        return self.root / "folds.json"
+
+    @property
+    def results_json(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def results_csv(self) -> Path:
+        return self.root / "results.csv"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.md"
+
 
 def create_run_dir(out: str | os.PathLike, name: str) -> RunPaths:
     """Make a new, empty folder ``out/<timestamp>-<name>``; add a counter instead of reusing a name."""
@@ -77,6 +119,19 @@ def create_run_dir(out: str | os.PathLike, name: str) -> RunPaths:
         set_status(paths, "running")
         return paths
     raise RuntimeError(f"Could not create a new run folder under {out}: too many runs named {stem}.")
+
+
+def versions() -> dict:
+    """The versions that decide a run's results, recorded in its ``config.json``."""
+    import platform
+
+    import numpy as np
+    import torch
+
+    from . import __version__
+
+    return {"deepclust": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
 
 
 def set_status(paths: RunPaths, status: str, **extra) -> None:

@@ -31,13 +31,14 @@ from .._validation import (
     resolve_device,
 )
 from ..progress import progress
+from ..traits import MethodTraits
 from . import _lloyd
 
 _BACKENDS = ("torch", "sklearn", "faiss")
 _ALGORITHMS = ("lloyd", "minibatch")
 
 
-class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
+class KMeans(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
     """k-means clustering with k-means++ seeding.
 
     Parameters
@@ -98,6 +99,10 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     >>> sorted(np.bincount(km.labels_).tolist())
     [2, 2]
     """
+
+    method_name = "kmeans"
+    summary = "k-means on the pixels (our own: PyTorch, k-means++, Elkan)"
+    option_groups = ("kmeans",)
 
     def __init__(self, n_clusters: int = 8, *, init="k-means++", n_init: int = 10, max_iter: int = 300,
                  tol: float = 1e-4, init_size="auto", algorithm: str = "lloyd", batch_size: int = 4096,

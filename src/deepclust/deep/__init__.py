@@ -8,7 +8,5 @@ from .dec import DEC, IDEC
 from .deepcluster import DeepCluster
 from .n2d import N2D
 
-METHODS_BY_CLASS = {cls.__name__: cls for cls in (AEKMeans, DEC, IDEC, DCN, N2D, DeepCluster)}
-
 __all__ = ["AEKMeans", "DEC", "IDEC", "DCN", "N2D", "DeepCluster", "DeepClusterer", "Initialization",
-           "as_image_tensor", "save_model", "load_model", "METHODS_BY_CLASS"]
+           "as_image_tensor", "save_model", "load_model"]

@@ -11,6 +11,10 @@ class AEKMeans(DeepClusterer):
     All parameters are those of :class:`~deepclust.deep.base.DeepClusterer`.
     """
 
+    method_name = "ae-kmeans"
+    summary = "k-means on a pretrained autoencoder's embedding"
+    pretrains_autoencoder = True
+
     def _fit_clusters(self, X, init: Initialization, y=None) -> None:
         self.cluster_centers_ = init.centers
         self.labels_ = init.labels.astype("int64")

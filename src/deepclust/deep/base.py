@@ -13,7 +13,6 @@ import inspect
 import time
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,13 +21,13 @@ from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from .._validation import check_n_clusters, check_positive_int, resolve_device
 from ..cluster import KMeans
 from ..models import Autoencoder, build_autoencoder, default_architecture
-from . import checkpoint
+from ..traits import IMAGES, MethodTraits
+from .loop import EpochLoop
 from .training import (
     OPTIMIZERS,
     TrainSettings,
     check_augment,
     encode,
-    make_optimizer,
     pretrain_layerwise,
     train_autoencoder,
 )
@@ -54,7 +53,7 @@ class Initialization:
     centers: np.ndarray  # (n_clusters, embedding_dim)
 
 
-class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
+class DeepClusterer(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
     """Base class: autoencoder pretraining, then k-means on the embedding, then a method's own stage.
 
     Parameters shared by every method
@@ -89,6 +88,12 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     pretrained_embedding_ (the embedding before the clustering stage), autoencoder_,
     history_ (list of dicts, one per epoch or target update), n_features_in_.
     """
+
+    input_kind = IMAGES
+    trains_network = True
+    saves_model = True
+    reuses_autoencoder = True
+    option_groups = ("autoencoder",)
 
     def __init__(self, n_clusters: int = 10, *, arch=None, pretrain_epochs: int = 50,
                  layerwise_epochs: int = 0, batch_size: int = 256, lr: float = 1e-3,
@@ -152,19 +157,15 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def pretrain(self, X: torch.Tensor, n_clusters: int) -> Initialization:
         """The embedding stage: the (restored, reused or newly trained) autoencoder and k-means on it."""
-        ckpt = self._checkpoint()
         model = self._build_or_reuse(X)
         settings = self.train_settings(self.pretrain_epochs)
         check_augment(settings.augment, X, "augment")
-        optimizer = make_optimizer(model.parameters(), settings)
-        state = ckpt.load("pretrain") if ckpt else None
-        start_epoch = 0
+        optimizer = settings.optimizer_for(model.parameters())
+        loop = self._epoch_loop("pretrain", settings.epochs, {"model": model, "optimizer": optimizer},
+                                desc="pretrain")
+        state = loop.restore()
         if state is not None:  # resume: weights, optimizer, shuffling stream and history
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            self._generator.set_state(state["generator"])
             self.history_ = list(state["history"])
-            start_epoch = int(state["epoch"])
         elif self.layerwise_epochs > 0 and self.autoencoder is None:
             rows = pretrain_layerwise(model, X, self.train_settings(self.layerwise_epochs),
                                       device=self._device, generator=self._generator,
@@ -173,14 +174,11 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
 
         def on_epoch(epoch: int, row: dict) -> None:
             self.history_.append({"stage": "pretrain", **row})
-            if ckpt:
-                ckpt.save("pretrain", model=model.state_dict(), optimizer=optimizer.state_dict(),
-                          generator=self._generator.get_state(), epoch=epoch, history=self.history_)
+            loop.save(epoch, self.history_)
 
-        if start_epoch < settings.epochs:
+        if loop.start < settings.epochs:
             train_autoencoder(model, X, settings, device=self._device, generator=self._generator,
-                              optimizer=optimizer, start_epoch=start_epoch, on_epoch=on_epoch,
-                              show_progress=self.verbose)
+                              optimizer=optimizer, loop=loop, on_epoch=on_epoch)
         self.autoencoder_ = model.eval()
         Z = self._embed(X)
         km = KMeans(n_clusters, n_init=self.n_init, init_size=None,
@@ -199,6 +197,13 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         """The embedding of ``X``: (n_samples, embedding_dim) float32."""
         self._check_fitted()
         return self._embed(as_image_tensor(X)).numpy()
+
+    def architecture(self, input_shape: tuple[int, int, int], n_clusters: int | None = None):
+        """The autoencoder a fit on (C, H, W) inputs builds: ``arch`` as given (a name, path or spec), or
+        the default for the shape and ``n_clusters`` (default: the estimator's)."""
+        if self.arch is not None:
+            return self.arch
+        return default_architecture(tuple(input_shape), n_clusters or self.n_clusters)
 
     def train_settings(self, epochs: int) -> TrainSettings:
         return TrainSettings(epochs=epochs, batch_size=check_positive_int(self.batch_size, "batch_size"),
@@ -265,19 +270,10 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         spec = self.arch if self.arch is not None else default_architecture(shape, self.n_clusters)
         return build_autoencoder(spec, input_shape=shape).to(self._device)
 
-    def _checkpoint(self) -> checkpoint.TrainingState | None:
-        return checkpoint.TrainingState(Path(self.checkpoint_dir)) if self.checkpoint_dir else None
-
-    def _load_state(self, stage: str) -> dict | None:
-        """The saved training state of ``stage`` in ``checkpoint_dir`` (None: start afresh)."""
-        ckpt = self._checkpoint()
-        return ckpt.load(stage) if ckpt else None
-
-    def _save_state(self, stage: str, **state) -> None:
-        """Save ``stage``'s state after an epoch, so an interrupted ``fit`` continues from there."""
-        ckpt = self._checkpoint()
-        if ckpt:
-            ckpt.save(stage, **state)
+    def _epoch_loop(self, stage: str, epochs: int, stateful: dict, *, desc: str | None = None) -> EpochLoop:
+        """The resumable loop of one training stage, checkpointed in ``checkpoint_dir``."""
+        return EpochLoop(stage, epochs, folder=self.checkpoint_dir, generator=self._generator,
+                         stateful=stateful, desc=desc or type(self).__name__, verbose=self.verbose)
 
     def _log(self, row: dict, y, labels: np.ndarray) -> dict:
         if y is not None:

@@ -9,12 +9,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..progress import progress
 from .base import DeepClusterer, Initialization
 from .training import (
     check_augment,
     encode,
-    make_optimizer,
     minibatches,
     random_affine,
     reconstruction_loss,
@@ -69,6 +67,10 @@ class DCN(DeepClusterer):
         nothing on MNIST-70k (seed 0: 0.812 without, 0.814 with).
     """
 
+    method_name = "dcn"
+    summary = "autoencoder trained jointly with a k-means loss (Yang et al. 2017)"
+    option_groups = ("autoencoder", "clustering_stage")
+
     def __init__(self, n_clusters: int = 10, *, clustering_epochs: int = 50, lam: float = 0.01,
                  cluster_optimizer: str = "adam", cluster_lr: float | None = None,
                  cluster_augment: bool = False, **kwargs):
@@ -84,29 +86,23 @@ class DCN(DeepClusterer):
     def _fit_clusters(self, X, init: Initialization, y=None) -> None:
         model = init.autoencoder
         settings = self._cluster_settings(self.clustering_epochs)
-        optimizer = make_optimizer(model.parameters(), settings)
+        optimizer = settings.optimizer_for(model.parameters())
         centers = torch.as_tensor(init.centers, dtype=torch.float32).to(self._device)
         # The k-means centres count as 100 samples each (as in the public DCN code), so the first
         # batches nudge them instead of replacing them.
         counts = torch.full((centers.shape[0],), 100.0, device=self._device)
         labels = init.labels.astype(np.int64)
         augment = check_augment(self.cluster_augment, X, "cluster_augment")
-        start_epoch = 0
-        state = self._load_state("cluster")
+        loop = self._epoch_loop("cluster", self.clustering_epochs, {"model": model, "optimizer": optimizer})
+        state = loop.restore()
         if state is not None:  # resume after the last finished epoch
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            self._generator.set_state(state["generator"])
             self.history_ = list(state["history"])
             centers, counts = state["centers"].to(self._device), state["counts"].to(self._device)
-            labels, start_epoch = state["labels"].numpy(), int(state["epoch"])
+            labels = state["labels"].numpy()
             self.cluster_centers_ = centers.cpu().numpy()
         else:
             self._log({"stage": "cluster", "epoch": 0}, y, labels)
-        bar = progress(range(start_epoch, self.clustering_epochs), total=self.clustering_epochs, desc="DCN",
-                       unit="epoch", enabled=self.verbose)
-        bar.update(start_epoch)
-        for epoch in bar:
+        for epoch in loop:
             model.train()
             total = rec_total = km_total = 0.0
             for idx in minibatches(X.shape[0], settings.batch_size, self._generator):
@@ -141,10 +137,9 @@ class DCN(DeepClusterer):
             row = self._log({"stage": "cluster", "epoch": epoch + 1, "loss": total / n,
                              "reconstruction": rec_total / n, "kmeans": km_total / n,
                              "delta_label": delta}, y, labels)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", changed=f"{delta:.4f}")
-            self._save_state("cluster", model=model.state_dict(), optimizer=optimizer.state_dict(),
-                             generator=self._generator.get_state(), history=self.history_, epoch=epoch + 1,
-                             centers=centers.cpu(), counts=counts.cpu(), labels=torch.as_tensor(labels))
+            loop.set_postfix(loss=f"{row['loss']:.4f}", changed=f"{delta:.4f}")
+            loop.save(epoch + 1, self.history_, centers=centers.cpu(), counts=counts.cpu(),
+                      labels=torch.as_tensor(labels))
         model.eval()
         self.cluster_centers_ = centers.cpu().numpy()
         self.labels_ = labels

@@ -14,12 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..progress import progress
 from .base import DeepClusterer, Initialization
 from .training import (
     check_augment,
     encode,
-    make_optimizer,
     minibatches,
     random_affine,
     reconstruction_loss,
@@ -91,6 +89,10 @@ class DEC(DeepClusterer):
         ``DEC``/``IDEC`` are the papers' methods unless asked.
     """
 
+    method_name = "dec"
+    summary = "autoencoder, then self-training of Student-t soft assignments (Xie et al. 2016)"
+    option_groups = ("autoencoder", "clustering_stage")
+
     def __init__(self, n_clusters: int = 10, *, clustering_epochs: int = 100, update_interval: int = 140,
                  tol: float = 0.001, alpha: float = 1.0, cluster_optimizer: str = "sgd",
                  cluster_lr: float | None = None, cluster_augment: bool = False, **kwargs):
@@ -111,26 +113,22 @@ class DEC(DeepClusterer):
         model = init.autoencoder
         head = ClusteringLayer(torch.as_tensor(init.centers), self.alpha).to(self._device)
         settings = self._cluster_settings(self.clustering_epochs)
-        optimizer = make_optimizer(list(model.parameters()) + list(head.parameters()), settings)
+        optimizer = settings.optimizer_for(list(model.parameters()) + list(head.parameters()))
         labels = init.labels.astype(np.int64)
         augment = check_augment(self.cluster_augment, X, "cluster_augment")
-        n, iteration, start_epoch, p, stop = X.shape[0], 0, 0, None, False
-        state = self._load_state("cluster")
+        n, iteration, p, stop = X.shape[0], 0, None, False
+        loop = self._epoch_loop("cluster", self.clustering_epochs,
+                                {"model": model, "head": head, "optimizer": optimizer})
+        state = loop.restore()
         if state is not None:  # resume after the last finished epoch, exactly where it stood
-            model.load_state_dict(state["model"])
-            head.load_state_dict(state["head"])
-            optimizer.load_state_dict(state["optimizer"])
-            self._generator.set_state(state["generator"])
             self.history_ = list(state["history"])
-            start_epoch, iteration, stop = int(state["epoch"]), int(state["iteration"]), bool(state["stop"])
+            iteration, stop = int(state["iteration"]), bool(state["stop"])
             labels, p = state["labels"].numpy(), state["target"]
+            if stop:
+                loop.stop()
         else:
             self._log({"stage": "cluster", "iteration": 0, "delta_label": 1.0}, y, labels)
-        bar = progress(range(start_epoch, self.clustering_epochs if not stop else start_epoch),
-                       total=self.clustering_epochs, desc=type(self).__name__, unit="epoch",
-                       enabled=self.verbose)
-        bar.update(start_epoch)
-        for epoch in bar:
+        for epoch in loop:
             model.train()
             total, seen = 0.0, 0
             for idx in minibatches(n, settings.batch_size, self._generator):
@@ -139,7 +137,7 @@ class DEC(DeepClusterer):
                     if iteration > 0:
                         row = self._log({"stage": "cluster", "iteration": iteration, "epoch": epoch + 1,
                                          "loss": total / max(seen, 1), "delta_label": delta}, y, labels)
-                        bar.set_postfix(loss=f"{row['loss']:.4f}", changed=f"{delta:.4f}")
+                        loop.set_postfix(loss=f"{row['loss']:.4f}", changed=f"{delta:.4f}")
                         if delta < self.tol:
                             stop = True
                             break
@@ -155,10 +153,8 @@ class DEC(DeepClusterer):
                 total += loss.item() * idx.numel()
                 seen += idx.numel()
                 iteration += 1
-            self._save_state("cluster", model=model.state_dict(), head=head.state_dict(),
-                             optimizer=optimizer.state_dict(), generator=self._generator.get_state(),
-                             history=self.history_, epoch=epoch + 1, iteration=iteration, stop=stop,
-                             labels=torch.as_tensor(labels), target=p)
+            loop.save(epoch + 1, self.history_, iteration=iteration, stop=stop,
+                      labels=torch.as_tensor(labels), target=p)
             if stop:
                 break
         model.eval()
@@ -188,6 +184,9 @@ class IDEC(DEC):
     """Improved DEC: the reconstruction loss plus ``gamma`` times DEC's KL loss, L = L_r + gamma * L_c
     (Guo et al. 2017, eq. 9, gamma = 0.1), keeping the decoder so the embedding keeps the data's local
     structure; gamma weighs the clustering term, not the reconstruction."""
+
+    method_name = "idec"
+    summary = "DEC that keeps the reconstruction loss (Guo et al. 2017)"
 
     def __init__(self, n_clusters: int = 10, *, gamma: float = 0.1, **kwargs):
         super().__init__(n_clusters, **kwargs)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,25 +36,19 @@ from ..cluster import KMeans
 from ..metrics import clustering_accuracy, normalized_mutual_info
 from ..models.convnets import INPUT_MODES, ConvNet, build_convnet
 from ..progress import progress
-from . import checkpoint
+from ..traits import IMAGES, MethodTraits
 from .base import as_image_tensor
 from .crop_flip import AUGMENTATIONS, augment_batch
 from .empty_clusters import repair_empty_clusters
+from .loop import EpochLoop
 from .pca_whitening import PCAWhitening
 from .sampler import uniform_label_sampler
+from .training import make_optimizer
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cosine")
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
 _STAGE = "deepcluster"
-
-
-def make_optimizer(params, kind: str, lr: float, *, momentum: float = 0.9,
-                   weight_decay: float = 1e-5) -> torch.optim.Optimizer:
-    """SGD (with ``momentum``) or Adam (betas 0.9 / 0.999), both with ``weight_decay``."""
-    if kind == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay)
 
 
 def new_top_layer(in_features: int, n_classes: int, generator: torch.Generator) -> nn.Sequential:
@@ -68,7 +61,7 @@ def new_top_layer(in_features: int, n_classes: int, generator: torch.Generator) 
     return nn.Sequential(nn.ReLU(), linear)
 
 
-class DeepCluster(ClusterMixin, TransformerMixin, BaseEstimator):
+class DeepCluster(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
     """DeepCluster for small images (28x28 grey, 32x32 colour, 96x96), on the CPU or a GPU.
 
     Parameters
@@ -131,6 +124,13 @@ class DeepCluster(ClusterMixin, TransformerMixin, BaseEstimator):
     acc / nmi against ``y`` when given, n_empty_repaired, seconds), n_features_in_, fit_seconds_.
     """
 
+    method_name = "deepcluster"
+    summary = "a convnet trained on its own k-means pseudo-labels (Caron et al. 2018)"
+    input_kind = IMAGES
+    trains_network = True
+    saves_model = True
+    option_groups = ("deepcluster",)
+
     def __init__(self, n_clusters: int = 10, *, train_clusters: int | None = None, arch="alexnet-small",
                  input: str = "sobel", epochs: int = 15, batch_size: int = 256,
                  samples_per_epoch: int | None = None, pca_dim: int = 16, lr: float | None = None,
@@ -179,26 +179,21 @@ class DeepCluster(ClusterMixin, TransformerMixin, BaseEstimator):
         net = build_convnet(self.arch, X.shape[1:], self.input).to(self._device)
         net_optimizer = make_optimizer(net.parameters(), self.optimizer, self._lr(self.optimizer, self.lr),
                                        momentum=self.momentum, weight_decay=self.weight_decay)
-        ckpt = checkpoint.TrainingState(Path(self.checkpoint_dir)) if self.checkpoint_dir else None
-        state = ckpt.load(_STAGE) if ckpt else None
-        self.history_, start, previous = [], 0, None
+        # Epochs 0..epochs: each clusters the features; all but the last then train on the pseudo-labels.
+        loop = EpochLoop(_STAGE, self.epochs + 1, folder=self.checkpoint_dir, generator=self._generator,
+                         stateful={"network": net, "optimizer": net_optimizer}, torch_rng=True,
+                         desc="DeepCluster", verbose=self.verbose)
+        state = loop.restore()
+        self.history_, previous = [], None
         if state is not None:  # resume after the last finished epoch, with every random stream as it was
-            net.load_state_dict(state["network"])
-            net_optimizer.load_state_dict(state["optimizer"])
-            self._generator.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
             self.history_ = list(state["history"])
-            start = int(state["epoch"])
             previous = state["labels"].numpy() if state["labels"].numel() else None
-
+        start = loop.start
         if start > self.epochs:
             raise ValueError(f"The checkpoint in {self.checkpoint_dir} is at epoch {start}, past epochs="
                              f"{self.epochs}; raise epochs or use an empty checkpoint_dir.")
         began = time.perf_counter()
-        bar = progress(range(start, self.epochs + 1), total=self.epochs + 1, desc="DeepCluster", unit="epoch",
-                       enabled=self.verbose)
-        bar.update(start)
-        for epoch in bar:
+        for epoch in loop:
             tick = time.perf_counter()
             final = epoch == self.epochs
             kk = k if final else k_train
@@ -221,14 +216,11 @@ class DeepCluster(ClusterMixin, TransformerMixin, BaseEstimator):
             row["n_empty_repaired"] = repaired
             row["seconds"] = time.perf_counter() - tick
             self.history_.append(row)
-            bar.set_postfix({key: f"{row[key]:.3f}" for key in ("cross_entropy", "nmi_prev", "acc", "nmi")
-                             if row.get(key) is not None})
+            loop.set_postfix(**{key: f"{row[key]:.3f}" for key in ("cross_entropy", "nmi_prev", "acc", "nmi")
+                                if row.get(key) is not None})
             previous = labels
-            if ckpt and not final:
-                ckpt.save(_STAGE, network=net.state_dict(), optimizer=net_optimizer.state_dict(),
-                          generator=self._generator.get_state(), torch_rng=torch.get_rng_state(),
-                          history=self.history_, epoch=epoch + 1, labels=torch.as_tensor(labels))
-        bar.close()
+            if not final:
+                loop.save(epoch + 1, self.history_, labels=torch.as_tensor(labels))
         self.network_ = net.eval()
         self.pca_ = pca
         self.embedding_ = Z.numpy()
@@ -287,6 +279,12 @@ class DeepCluster(ClusterMixin, TransformerMixin, BaseEstimator):
         return total / max(seen, 1), seen / max(time.perf_counter() - start, 1e-9)
 
     # --------------------------------------------------------------------------- use after fit
+    def architecture(self, input_shape: tuple[int, int, int], n_clusters: int | None = None) -> dict:
+        """The network a fit on (C, H, W) inputs builds: ``arch`` behind the ``input`` front end."""
+        from ..models.convnets import convnet_spec
+
+        return convnet_spec(self.arch, tuple(input_shape), self.input)
+
     def transform(self, X) -> np.ndarray:
         """Features of ``X`` in the final space (PCA-whitened, L2-normalised): (n, pca dim) float32."""
         self._check_fitted()
@@ -372,4 +370,4 @@ def _kmeans_objective(Z: torch.Tensor, labels: np.ndarray, centers: np.ndarray) 
     return float((Z - C).pow(2).sum(dim=1).mean())
 
 
-__all__ = ["DeepCluster", "make_optimizer", "new_top_layer"]
+__all__ = ["DeepCluster", "new_top_layer"]

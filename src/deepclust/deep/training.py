@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..progress import progress
+from .loop import EpochLoop
 
 LOSSES = ("mse", "mse-cosine", "bce")
 OPTIMIZERS = ("adam", "sgd")
@@ -45,12 +46,20 @@ class TrainSettings:
             raise ValueError(f"epochs must be >= 0, batch_size >= 1 and lr > 0; got epochs={self.epochs}, "
                              f"batch_size={self.batch_size}, lr={self.lr}.")
 
+    def optimizer_for(self, params) -> torch.optim.Optimizer:
+        """This training's optimizer over ``params``."""
+        return make_optimizer(params, self.optimizer, self.lr, momentum=self.momentum,
+                              weight_decay=self.weight_decay)
 
-def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
-    if settings.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
-                               weight_decay=settings.weight_decay)
-    return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+
+def make_optimizer(params, kind: str, lr: float, *, momentum: float = 0.9,
+                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """The one optimizer factory: SGD (with ``momentum``) or Adam (betas 0.9, 0.999), weight decay."""
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {kind!r}.")
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
 def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: str = "mse") -> torch.Tensor:
@@ -112,18 +121,23 @@ EpochCallback = Callable[[int, dict], None]
 def train_autoencoder(model: nn.Module, X: torch.Tensor, settings: TrainSettings, *, device: torch.device,
                       generator: torch.Generator, optimizer: torch.optim.Optimizer | None = None,
                       start_epoch: int = 0, on_epoch: EpochCallback | None = None,
-                      show_progress: bool | None = None, desc: str = "pretrain") -> list[dict]:
+                      show_progress: bool | None = None, desc: str = "pretrain",
+                      loop: EpochLoop | None = None) -> list[dict]:
     """Train ``model`` (``forward(x) -> (z, x_hat)``) to reconstruct ``X``; one dict per epoch.
 
-    ``start_epoch`` and a restored ``optimizer`` continue an interrupted run; ``on_epoch(epoch, row)``
-    is called after every epoch (checkpointing).
+    ``loop`` (a restored :class:`~deepclust.deep.loop.EpochLoop`) counts the epochs and shows the bar;
+    without one, epochs ``start_epoch..settings.epochs - 1`` run. ``on_epoch(epoch, row)`` is called after
+    every epoch (checkpointing).
     """
     model.to(device).train()
-    optimizer = optimizer or make_optimizer(model.parameters(), settings)
+    optimizer = optimizer or settings.optimizer_for(model.parameters())
     history = []
-    bar = progress(range(start_epoch, settings.epochs), total=settings.epochs, desc=desc, unit="epoch",
-                   enabled=show_progress)
-    bar.update(start_epoch)
+    if loop is None:
+        bar = progress(range(start_epoch, settings.epochs), total=settings.epochs, desc=desc, unit="epoch",
+                       enabled=show_progress)
+        bar.update(start_epoch)
+    else:
+        bar = loop
     for epoch in bar:
         start, total, seen = time.perf_counter(), 0.0, 0
         for idx in minibatches(X.shape[0], settings.batch_size, generator):
@@ -160,7 +174,7 @@ def pretrain_layerwise(model: nn.Module, X: torch.Tensor, settings: TrainSetting
     h = X.flatten(1)
     for i, block in enumerate(blocks):
         params = list(block.encoder.parameters()) + list(block.decoder.parameters())
-        optimizer = make_optimizer(params, settings)
+        optimizer = settings.optimizer_for(params)
         model.to(device)
         bar = progress(range(settings.epochs), desc=f"layer {i + 1}/{len(blocks)}", unit="epoch",
                        enabled=show_progress)

@@ -7,10 +7,8 @@ Bad input (unknown data set, missing files, bad k, NaN) fails *before* the run f
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
-import platform
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,76 +17,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
-from ._io import jsonable_params, rows_to_csv, write_json, write_npy, write_text
-from ._validation import check_features, check_n_clusters
-from .data import ImageDataset, load_dataset
-from .data.transforms import prepare_features
-from .deep import as_image_tensor, load_model, save_model
-from .folder_workflow import after_fit, fit_config, summary_lines
-from .methods import DEEP_METHODS, get_method
-from .metrics import evaluate_clustering
-from .models import default_architecture
-from .progress import progress_enabled
-from .report import K_SELECTION, try_write_report
-from .runs import RunPaths, create_run_dir, set_status
-
-DEFAULT_DATASET = "digits"
-AUTO = "auto"  # n_clusters="auto": choose k by the silhouette (--clusters auto)
-
-
-@dataclass
-class RunConfig:
-    """Everything that defines a run; saved as ``config.json`` in the run folder."""
-
-    dataset: str = DEFAULT_DATASET
-    data_dir: str | None = None
-    split: str = "all"
-    method: str = "kmeans"
-    n_clusters: int | str | None = None  # None: the number of classes of a labelled data set; "auto": chosen
-    k_range: str | None = None  # "MIN:MAX" that n_clusters="auto" tries (None: 2 to min(20, n - 1))
-    seed: int = 0
-    out: str = "runs"
-    device: str = "cpu"
-    # features
-    grayscale: bool = False
-    size: int | None = None  # resize images to size x size
-    normalize: str | None = "unit"  # "unit" ([0, 1]), "standard" or None
-    # k-means
-    n_init: int | None = None  # k-means restarts; None: each method's own (10; 20 for the deep methods)
-    backend: str = "torch"
-    max_iter: int = 300
-    # deep methods (ae-kmeans, dec, idec, dcn, n2d)
-    arch: str | None = None  # shipped name or path; None: default_architecture for the data's shape
-    pretrain_epochs: int = 50
-    cluster_epochs: int = 50
-    layerwise_epochs: int = 0
-    batch_size: int = 256
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    loss: str = "mse"
-    noise: float = 0.0
-    augment: bool = False
-    cluster_optimizer: str | None = None  # dec/idec/dcn clustering stage; None: the method's own (sgd / adam)
-    cluster_lr: float | None = None  # None: the method's default for that optimizer
-    cluster_augment: bool = False  # dec/idec/dcn: train the clustering stage on shifted/rotated views
-    from_run: str | None = None  # reuse the autoencoder saved in this run folder
-    # deepcluster (arch None: alexnet-small; batch_size, n_init and backend are shared with the above)
-    dc_input: str = "sobel"  # grey, colour, sobel or colour+sobel
-    dc_epochs: int = 15
-    pca_dim: int = 16
-    train_clusters: int | None = None  # k of the training epochs (over-clustering); None: n_clusters
-    net_optimizer: str = "sgd"
-    top_optimizer: str = "sgd"
-    dc_lr: float | None = None  # None: 0.05 for SGD, 1e-3 for Adam
-    dc_lr_schedule: str = "constant"  # or "cosine"
-    dc_augment: str = "crop"  # none, crop, flip or crop+flip
-    visualize: bool = False  # write PNG plots to plots/
-    metrics: bool = False  # also score the clusters in every space (pixels, pretrained, final embedding)
-    progress: bool | None = None  # None: show bars on a terminal
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+from .._io import jsonable_params, rows_to_csv, write_json, write_npy, write_text
+from ..config import AUTO, RunConfig
+from ..data import ImageDataset
+from ..deep import AEKMeans, as_image_tensor, save_model
+from ..metrics import evaluate_clustering
+from ..progress import progress_enabled
+from ..report import try_write_report
+from ..runs import RunPaths, create_run_dir, set_status, versions
+from .build import build_method
+from .folder import after_fit, fit_config, summary_lines
+from .inputs import auto_k_values, load_backbone_inputs, load_inputs
 
 
 @dataclass
@@ -99,77 +38,6 @@ class RunResult:
     dataset: ImageDataset
 
 
-def load_inputs(config: RunConfig) -> tuple[ImageDataset, np.ndarray, int | str]:
-    """Load the data set, turn it into features and resolve k; every error here is the user's input.
-
-    k is returned as "auto" when ``config.n_clusters`` is "auto" (``run`` chooses it, see ``auto_k_values``).
-    """
-    dataset = load_dataset(config.dataset, data_dir=config.data_dir, split=config.split,
-                           size=config.size)
-    deep = config.method in DEEP_METHODS
-    X = prepare_features(dataset, grayscale=config.grayscale, normalize=config.normalize, flatten=not deep)
-    if not deep:
-        X = check_features(X)
-    elif not np.isfinite(X).all():
-        raise ValueError("The images contain NaN or infinite values after preprocessing.")
-    n_clusters = config.n_clusters
-    if n_clusters == AUTO:
-        auto_k_values(config, X.shape[0])  # a bad --k-range fails here, before any run folder exists
-        return dataset, X, AUTO
-    if n_clusters is None:
-        if dataset.labels is None:
-            raise ValueError(
-                f"{dataset.name!r} has no labels, so the number of clusters cannot be inferred: "
-                "pass --clusters K."
-            )
-        n_clusters = len(np.unique(dataset.labels))
-    return dataset, X, check_n_clusters(n_clusters, X.shape[0])
-
-
-def _restarts(config: RunConfig) -> dict:
-    """``n_init`` where the run sets it; left out, each method (and k selection) keeps its own default."""
-    return {} if config.n_init is None else {"n_init": config.n_init}
-
-
-def build_method(config: RunConfig, n_clusters: int):
-    """The estimator ``config`` asks for, with its parameters resolved."""
-    verbose = progress_enabled(config.progress)
-    restarts = _restarts(config)
-    if config.method not in DEEP_METHODS:
-        return get_method(config.method, n_clusters=n_clusters, **restarts,
-                          max_iter=config.max_iter, backend=config.backend, device=config.device,
-                          random_state=config.seed, verbose=verbose)
-    if config.method == "deepcluster":
-        return get_method("deepcluster", n_clusters=n_clusters, train_clusters=config.train_clusters,
-                          arch=config.arch or "alexnet-small", input=config.dc_input, epochs=config.dc_epochs,
-                          batch_size=config.batch_size, pca_dim=config.pca_dim, lr=config.dc_lr,
-                          lr_schedule=config.dc_lr_schedule,
-                          optimizer=config.net_optimizer, top_optimizer=config.top_optimizer,
-                          augment=config.dc_augment, **restarts, backend=config.backend,
-                          device=config.device, random_state=config.seed, verbose=verbose)
-    params = dict(n_clusters=n_clusters, arch=config.arch, pretrain_epochs=config.pretrain_epochs,
-                  layerwise_epochs=config.layerwise_epochs, batch_size=config.batch_size, lr=config.lr,
-                  optimizer=config.optimizer, loss=config.loss, noise=config.noise, augment=config.augment,
-                  device=config.device, random_state=config.seed, verbose=verbose, **restarts)
-    if config.method in ("dec", "idec", "dcn"):
-        params["clustering_epochs"] = config.cluster_epochs
-        params["cluster_lr"] = config.cluster_lr
-        params["cluster_augment"] = config.cluster_augment
-        if config.cluster_optimizer is not None:
-            params["cluster_optimizer"] = config.cluster_optimizer
-    if config.from_run:
-        params["autoencoder"] = load_model(Path(config.from_run) / "model").autoencoder_
-    return get_method(config.method, **params)
-
-
-def auto_k_values(config: RunConfig, n_samples: int) -> list[int]:
-    """The k that ``--clusters auto`` tries: ``config.k_range`` ("MIN:MAX"), default 2 to min(20, n - 1)."""
-    from .cluster.choose_k import default_k_values, parse_k_range
-
-    k_min, k_max = parse_k_range(config.k_range) if config.k_range else (2, None)
-    return default_k_values(n_samples, k_min, k_max)
-
-
 def choose_k_for_run(config: RunConfig, paths: RunPaths, method, X: np.ndarray,
                      k_values: list[int]) -> tuple[dict, list[dict]]:
     """``--clusters auto``: pick k by the silhouette of k-means for each of ``k_values``, set it on
@@ -178,22 +46,23 @@ def choose_k_for_run(config: RunConfig, paths: RunPaths, method, X: np.ndarray,
     Autoencoder methods pretrain their autoencoder once (checkpointed in checkpoints/choose-k), choose k
     on its embedding and then reuse it without pretraining again; other methods choose k on the input.
     """
-    from .cluster.choose_k import choose_n_clusters
+    from ..cluster.choose_k import choose_n_clusters
 
     history: list[dict] = []
-    if "autoencoder" in method.get_params():
-        pre = build_method(dataclasses.replace(config, method="ae-kmeans"), k_values[0])
+    if type(method).reuses_autoencoder:
+        pre = build_method(config, k_values[0], cls=AEKMeans)
         pre.set_params(checkpoint_dir=str(paths.checkpoints / "choose-k")).fit(X)
         space, where = pre.embedding_, "the pretrained autoencoder's embedding"
         method.set_params(autoencoder=pre.autoencoder_, pretrain_epochs=0, layerwise_epochs=0)
         history = [row for row in pre.history_ if row.get("stage") in ("layerwise", "pretrain")]
     else:
         space, where = X.reshape(X.shape[0], -1), "the input features"
-    found = choose_n_clusters(space, k_values, config.seed, **_restarts(config), max_iter=config.max_iter,
+    restarts = {} if config.n_init is None else {"n_init": config.n_init}
+    found = choose_n_clusters(space, k_values, config.seed, **restarts, max_iter=config.max_iter,
                               backend=config.backend, device=config.device,
                               verbose=progress_enabled(config.progress))
     selection = {**found.to_dict(), "space": where}
-    write_json(paths.root / K_SELECTION, selection)
+    write_json(paths.k_selection, selection)
     method.set_params(n_clusters=found.best_k)
     return selection, history
 
@@ -203,30 +72,35 @@ def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
 
     ``resume`` continues an interrupted run in its own folder from its last checkpoint.
     """
-    dataset, X, n_clusters = load_inputs(fit_config(config))  # a folder's train/ when test/ is held out
+    backbone = None  # what the pretrained backbone is, when one makes the features
+    if config.backbone:
+        dataset, X, n_clusters, backbone = load_backbone_inputs(fit_config(config))
+    else:  # a folder's train/ when test/ is held out
+        dataset, X, n_clusters = load_inputs(fit_config(config))
     if config.from_run and not (Path(config.from_run) / "model" / "model.json").is_file():
         raise FileNotFoundError(f"--from {config.from_run}: no saved model in {config.from_run}/model; "
                                 "pass the folder of a finished deep run.")
     k_values = auto_k_values(config, X.shape[0]) if n_clusters == AUTO else None
     method = build_method(config, k_values[0] if k_values else n_clusters)
+    trains = type(method).trains_network
     if resume:
         paths = RunPaths(Path(resume))
         set_status(paths, "running")
     else:
         paths = create_run_dir(config.out, f"{dataset.name}-{config.method}")
-    if config.method in DEEP_METHODS:
+    if trains:
         method.set_params(checkpoint_dir=str(paths.checkpoints))
     try:
         arch_k = k_values[0] if k_values else n_clusters  # auto: the autoencoder is built for the first k
-        _write_config(paths, config, dataset, X, n_clusters, method, arch_clusters=arch_k)
+        _write_config(paths, config, dataset, X, n_clusters, method, arch_clusters=arch_k, backbone=backbone)
         start = time.perf_counter()
         pretrained_history: list[dict] = []
         if k_values:  # --clusters auto: choose k first (pretraining the autoencoder once), then fit with it
             selection, pretrained_history = choose_k_for_run(config, paths, method, X, k_values)
             n_clusters = selection["best_k"]
             _write_config(paths, config, dataset, X, n_clusters, method, arch_clusters=arch_k,
-                          k_selection=selection)
-        if config.method in DEEP_METHODS:
+                          backbone=backbone, k_selection=selection)
+        if trains:
             method.fit(X, dataset.labels)  # labels only feed the per-epoch log, never the training
         else:
             method.fit(X)
@@ -241,13 +115,15 @@ def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
             metrics.update(inertia=float(method.inertia_), n_iter=int(method.n_iter_))
         if config.metrics:
             metrics["spaces"] = metrics_by_space(method, X, labels, seed=config.seed)
-        metrics.update(after_fit(paths, config, method, dataset, X))  # preprocessing, test/, class mappings
+        # preprocessing.json; an image folder's held-out test/ and class mappings
+        metrics.update(after_fit(paths, config, method, dataset, X, backbone=backbone))
         write_json(paths.metrics, metrics)
         write_text(paths.assignments, _assignments_csv(dataset, labels))
         write_npy(paths.centers, np.asarray(method.cluster_centers_))
-        if config.method in DEEP_METHODS:
+        if trains:
             write_npy(paths.embeddings, method.embedding_)
             write_text(paths.history, rows_to_csv(method.history_))
+        if type(method).saves_model:
             save_model(method, paths.model)
         if config.visualize:
             write_plots(paths, method, dataset, X, labels, seed=config.seed)
@@ -257,7 +133,7 @@ def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
         set_status(paths, "interrupted", resume=f"deepclust run --resume {paths.root}")
         raise
     except BaseException:
-        if resume or config.method in DEEP_METHODS:
+        if resume or trains:
             set_status(paths, "failed")  # keep checkpoints: hours of training may be in them
         else:
             shutil.rmtree(paths.root, ignore_errors=True)  # never leave a half-written run behind
@@ -291,7 +167,7 @@ def resume_run(run_dir: str | Path) -> RunResult:
     status = json.loads(paths.status.read_text())["status"] if paths.status.is_file() else "unknown"
     if status == "complete":
         raise ValueError(f"The run in {run_dir} is already complete; nothing to resume.")
-    config = RunConfig(**json.loads(paths.config.read_text())["config"])
+    config = RunConfig.from_saved(json.loads(paths.config.read_text()))
     return run(config, resume=paths.root)
 
 
@@ -299,7 +175,7 @@ def write_plots(paths: RunPaths, method, dataset: ImageDataset, X: np.ndarray, l
                 seed: int = 0) -> list[Path]:
     """The PNGs of ``--visualize``: latent spaces, reconstructions, loss curves, confusion matrix,
     and a montage of each cluster's most typical images."""
-    from . import plots
+    from ..report import plots
 
     out, y = paths.plots, dataset.labels
     images = dataset.images if X.ndim == 2 else X  # what the method saw, (N, H, W, C)
@@ -358,43 +234,38 @@ def format_summary(result: RunResult) -> str:
 
 
 def _write_config(paths, config, dataset, X, n_clusters, method, *, arch_clusters=None,
-                  k_selection=None) -> None:
+                  k_selection=None, backbone: dict | None = None) -> None:
+    """``config.json``: the data, run and method parts of the config (only the options the method reads),
+    what they resolved to, and the versions."""
     resolved_k = {} if k_selection is None else {"k_selection": {
-        key: k_selection[key] for key in ("criterion", "best_k", "space")} | {"file": K_SELECTION}}
+        key: k_selection[key] for key in ("criterion", "best_k", "space")} | {"file": paths.k_selection.name}}
     write_json(paths.config, {
-        "config": config.to_dict(),
+        **config.to_parts(type(method).option_groups),
         "resolved": {
             "n_clusters": n_clusters,
             "dataset": dataset.name,
             "description": dataset.description,
             "n_samples": int(X.shape[0]),
             "n_features": int(np.prod(X.shape[1:])),
-            "architecture": _architecture(config, dataset, arch_clusters or n_clusters),
+            "architecture": _architecture(config, dataset, method, arch_clusters or n_clusters),
+            "backbone": backbone,  # pretrained weights made the features: name, weights, source, licence
             **resolved_k,
             "image_shape": list(dataset.images.shape[1:]),
             "method_params": jsonable_params(method.get_params()),
+            "method_traits": type(method).traits(),
         },
-        "versions": {"deepclust": __version__, "torch": torch.__version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
+        "versions": versions(),
     })
 
 
-def _architecture(config: RunConfig, dataset: ImageDataset, n_clusters: int):
-    """The architecture a deep run uses: the one named, or the default chosen for the data's shape."""
-    if config.method not in DEEP_METHODS:
+def _architecture(config: RunConfig, dataset: ImageDataset, method, n_clusters: int):
+    """The network a run trains: that of ``--from``, or what the method builds for the data's shape."""
+    if not type(method).trains_network:
         return None
-    if config.method == "deepcluster":
-        from .models.convnets import convnet_spec
-
-        h, w, c = dataset.images.shape[1:]
-        shape = (1 if config.grayscale else c, h, w)
-        return convnet_spec(config.arch or "alexnet-small", shape, config.dc_input)
-    if config.from_run:
+    if config.from_run and type(method).reuses_autoencoder:
         return {"from_run": config.from_run}
-    if config.arch is not None:
-        return config.arch
     h, w, c = dataset.images.shape[1:]
-    return default_architecture((1 if config.grayscale else c, h, w), n_clusters)
+    return method.architecture((1 if config.grayscale else c, h, w), n_clusters)
 
 
 def _assignments_csv(dataset: ImageDataset, labels: np.ndarray) -> str:

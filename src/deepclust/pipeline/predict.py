@@ -27,11 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cluster import KMeans
-from .data.image_folder import load_image_files
-from .deep import load_model
-from .folder_workflow import CLASS_MAPPINGS
-from .preprocessing import Preprocessing
+from ..cluster import KMeans
+from ..config import flat_options
+from ..data.image_folder import load_image_files
+from ..deep import load_model
+from ..deep.checkpoint import MODEL_CONFIG
+from ..preprocessing import Preprocessing
+from ..runs import RunPaths
+from .embedding import prepared_features
 
 
 @dataclass
@@ -51,29 +54,29 @@ class FittedRun:
 
 def load_run(run_dir: str | os.PathLike) -> FittedRun:
     """Load the model, preprocessing and class mapping of the finished run in ``run_dir``."""
-    root = Path(run_dir).expanduser()
-    if not (root / "config.json").is_file():
-        raise FileNotFoundError(f"{root} is not a deepclust run folder: it has no config.json. Pass a folder "
-                                "written by 'deepclust run'.")
-    status_file = root / "status.json"
-    status = json.loads(status_file.read_text()).get("status") if status_file.is_file() else "unknown"
+    paths = RunPaths(Path(run_dir).expanduser())
+    root = paths.root
+    if not paths.config.is_file():
+        raise FileNotFoundError(f"{root} is not a deepclust run folder: it has no {paths.config.name}. "
+                                "Pass a folder written by 'deepclust run'.")
+    status = json.loads(paths.status.read_text()).get("status") if paths.status.is_file() else "unknown"
     if status != "complete":
         raise ValueError(f"The run in {root} is {status}, not complete, so it has no final model to predict "
                          f"with; finish it first (deepclust run --resume {root}).")
-    method = json.loads((root / "config.json").read_text())["config"]["method"]
-    if (root / "model" / "model.json").is_file():
-        estimator = load_model(root / "model")
-    elif (root / "cluster_centers.npy").is_file():
-        centers = np.load(root / "cluster_centers.npy", allow_pickle=False).astype(np.float32)
+    method = flat_options(json.loads(paths.config.read_text())).get("method")
+    if (paths.model / MODEL_CONFIG).is_file():
+        estimator = load_model(paths.model)
+    elif paths.centers.is_file():
+        centers = np.load(paths.centers, allow_pickle=False).astype(np.float32)
         estimator = KMeans(n_clusters=centers.shape[0])
         estimator.cluster_centers_ = centers
         estimator.n_features_in_ = int(centers.shape[1])
     else:
-        raise FileNotFoundError(f"{root} holds neither model/ nor cluster_centers.npy: nothing to predict "
-                                "with.")
+        raise FileNotFoundError(f"{root} holds neither {paths.model.name}/ nor {paths.centers.name}: nothing "
+                                "to predict with.")
     class_names = None
-    if (root / CLASS_MAPPINGS).is_file():
-        mapping = json.loads((root / CLASS_MAPPINGS).read_text())["mapping"]
+    if paths.class_mappings.is_file():
+        mapping = json.loads(paths.class_mappings.read_text())["mapping"]
         class_names = {int(c): name for c, name in mapping.items()}
     return FittedRun(root, method, estimator, Preprocessing.load(root), class_names)
 
@@ -116,7 +119,7 @@ def predict_images(run_dir: str | os.PathLike, images: Sequence[str | os.PathLik
     run = load_run(run_dir)
     prep = run.preprocessing
     data = load_image_files(images, size=prep.image_size, channels=prep.channels, on_error=on_error)
-    clusters, confidence = assign(run, prep.apply(data.images))
+    clusters, confidence = assign(run, prepared_features(prep, data))
     names = run.class_names or {}
     return [{"file": path, "cluster": int(c), "class": names.get(int(c)), "confidence": float(p)}
             for path, c, p in zip(data.paths, clusters, confidence, strict=True)]

@@ -26,7 +26,6 @@ import csv
 import dataclasses
 import io
 import math
-import platform
 import statistics
 import sys
 import time
@@ -34,20 +33,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from . import __version__
-from ._io import write_json, write_text
-from ._validation import check_features, check_n_clusters
-from .experiment import RunConfig, build_method, load_inputs
-from .methods import METHODS
-from .metrics import clustering_accuracy, evaluate_clustering, normalized_mutual_info
-from .runs import RunPaths, create_run_dir, set_status
+from .._io import write_json, write_text
+from .._validation import check_features, check_n_clusters
+from ..config import RunConfig
+from ..deep import AEKMeans
+from ..methods import METHODS, method_class
+from ..metrics import clustering_accuracy, evaluate_clustering, normalized_mutual_info
+from ..runs import RunPaths, create_run_dir, set_status, versions
+from ..traits import IMAGES, VECTORS
+from .build import build_method
+from .inputs import load_inputs
 
-#: Methods that start from the fold's shared pretrained autoencoder (AE + k-means *is* that pretraining).
-SHARES_AUTOENCODER = ("dec", "idec", "dcn", "n2d")
-#: Methods that take flattened pixel vectors rather than images.
-FLAT_INPUT = ("kmeans",)
 #: Summary columns: (key in a result row, heading).
 SUMMARY_COLUMNS = (("acc", "ACC"), ("nmi", "NMI"), ("ari", "ARI"), ("silhouette", "silhouette"),
                    ("dunn", "Dunn"), ("seconds", "time (s)"))
@@ -165,7 +162,7 @@ def evaluate(config: RunConfig, methods: Sequence[str], *, folds: int | None = N
         raise ValueError(f"evaluate compares methods at one number of clusters; got {config.n_clusters!r}. "
                          "Pass -k K, or leave it out for a labelled data set (k = its number of classes).")
     # Images for every method (k-means flattens them): load and preprocess the data once.
-    dataset, X, n_clusters = load_inputs(dataclasses.replace(config, method="ae-kmeans"))
+    dataset, X, n_clusters = load_inputs(config, input_kind=IMAGES)
     y = dataset.labels
     n = X.shape[0]
     splits = make_splits(n, labels=y, folds=folds, seeds=seeds, seed=config.seed)
@@ -184,7 +181,7 @@ def evaluate(config: RunConfig, methods: Sequence[str], *, folds: int | None = N
                 if on_row is not None:
                     on_row(row)
         summary = format_summary(rows, title=_title(dataset.name, n, n_clusters), protocol=protocol)
-        write_text(paths.root / "summary.md", summary)
+        write_text(paths.summary, summary)
         report_error = _write_report(paths, rows, dataset.name, protocol)
         set_status(paths, "complete", **({"report_error": report_error} if report_error else {}))
     except KeyboardInterrupt:
@@ -205,15 +202,16 @@ def _evaluate_split(config: RunConfig, methods: list[str], split: Split, X: np.n
     autoencoder, pretrain_seconds = None, 0.0
     if _pretrains(methods):
         start = time.perf_counter()
-        pretrained = build_method(dataclasses.replace(cfg, method="ae-kmeans"), n_clusters).fit(X_train)
+        pretrained = build_method(cfg, n_clusters, cls=AEKMeans).fit(X_train)
         pretrain_seconds = time.perf_counter() - start
         autoencoder = pretrained.autoencoder_
     for name in methods:
         shared = 0.0
-        if name == "ae-kmeans":  # the fold's pretraining (and k-means on its embedding) is the whole method
+        cls = method_class(name)
+        if cls.pretrains_autoencoder:  # the fold's pretraining (and k-means on its embedding) is the method
             est, seconds, shared = pretrained, 0.0, pretrain_seconds
         else:
-            if name in SHARES_AUTOENCODER:  # start from the fold's autoencoder, no pretraining of its own
+            if cls.reuses_autoencoder:  # start from the fold's autoencoder, no pretraining of its own
                 reuse = dataclasses.replace(cfg, method=name, pretrain_epochs=0, layerwise_epochs=0)
                 est = build_method(reuse, n_clusters).set_params(autoencoder=autoencoder)
                 shared = pretrain_seconds
@@ -294,11 +292,11 @@ def _check_methods(methods: Sequence[str]) -> list[str]:
 
 def _pretrains(methods: Sequence[str]) -> bool:
     """Whether a split pretrains an autoencoder: for AE + k-means or a method that starts from it."""
-    return any(m == "ae-kmeans" or m in SHARES_AUTOENCODER for m in methods)
+    return any(method_class(m).pretrains_autoencoder or method_class(m).reuses_autoencoder for m in methods)
 
 
 def _inputs(name: str, X: np.ndarray) -> np.ndarray:
-    return check_features(X.reshape(X.shape[0], -1)) if name in FLAT_INPUT else X
+    return check_features(X.reshape(X.shape[0], -1)) if method_class(name).input_kind == VECTORS else X
 
 
 def _title(name: str, n: int, k: int) -> str:
@@ -307,16 +305,16 @@ def _title(name: str, n: int, k: int) -> str:
 
 def _write_setup(paths, config, methods, folds, seeds, splits, protocol, dataset, X, n_clusters) -> None:
     write_json(paths.config, {
-        "config": {k: v for k, v in config.to_dict().items() if k != "method"},
+        **{part: options for part, options in config.to_parts(()).items() if part != "method"},
+        "method_options": {name: config.part(*method_class(name).option_groups) for name in methods},
         "evaluation": {"methods": methods, "folds": folds, "seeds": None if seeds is None else list(seeds),
                        "protocol": protocol},
         "resolved": {"dataset": dataset.name, "description": dataset.description,
                      "n_samples": int(X.shape[0]), "n_clusters": n_clusters,
                      "image_shape": list(dataset.images.shape[1:]), "labelled": dataset.labels is not None},
-        "versions": {"deepclust": __version__, "torch": torch.__version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
+        "versions": versions(),
     })
-    write_json(paths.root / "folds.json", {
+    write_json(paths.folds, {
         "protocol": "all-data" if splits[0].all_data else "k-fold",
         "description": protocol,
         "split_seed": config.seed,
@@ -329,18 +327,18 @@ def _write_setup(paths, config, methods, folds, seeds, splits, protocol, dataset
 
 
 def _write_results(paths: RunPaths, rows: list[dict], protocol: str) -> None:
-    write_json(paths.root / "results.json", {"protocol": protocol, "rows": rows})
+    write_json(paths.results_json, {"protocol": protocol, "rows": rows})
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS} for r in rows)
-    write_text(paths.root / "results.csv", buf.getvalue())
+    write_text(paths.results_csv, buf.getvalue())
 
 
 def _write_report(paths: RunPaths, rows: list[dict], name: str, protocol: str) -> str | None:
     """``report.html`` through the report module; a failure there is reported, never fatal here."""
     try:
-        from .report import write_comparison_report
+        from ..report import write_comparison_report
     except ImportError as err:
         message = f"report.html not written: deepclust.report is unavailable ({err})."
         print(f"deepclust: warning: {message}", file=sys.stderr)

@@ -26,16 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import write_json, write_text
-from .data import ImageDataset
-from .data._registry import canonical_name
-from .data.image_folder import FolderLayout, describe_layout, load_image_folder, load_reference_images
-from .metrics import contingency_matrix, evaluate_clustering
-from .preprocessing import Preprocessing
+from .._io import write_json, write_text
+from ..data import ImageDataset
+from ..data._registry import canonical_name
+from ..data.image_folder import FolderLayout, describe_layout, load_image_folder, load_reference_images
+from ..metrics import contingency_matrix, evaluate_clustering
+from ..preprocessing import Preprocessing
 
-CLASS_MAPPINGS = "class_mappings.json"
-TEST_ASSIGNMENTS = "test_assignments.csv"
-TEST_CONFUSION = "confusion_matrix_test.png"
 MAPPING_RULE = ("majority vote: each cluster is named after the class with the most reference images "
                 "assigned to it; a tie goes to the class name that sorts first; a cluster that no "
                 "reference image lands in is unmapped (null)")
@@ -68,12 +65,16 @@ def fit_config(config):
     return dataclasses.replace(config, **changes) if changes else config
 
 
-def after_fit(paths, config, method, dataset: ImageDataset, X: np.ndarray) -> dict:
+def after_fit(paths, config, method, dataset: ImageDataset, X: np.ndarray, *,
+              backbone: dict | None = None) -> dict:
     """Everything a run writes beyond its fit: ``preprocessing.json``; for image folders the held-out
-    test assignments and scores, and the class mappings. Returns entries to add to ``metrics.json``."""
+    test assignments and scores, and the class mappings. Returns entries to add to ``metrics.json``.
+    ``backbone``: the description of the pretrained backbone that made ``X``, if one did."""
+    from .embedding import prepared_features
+
     prep = Preprocessing.of_run(dataset.images, grayscale=config.grayscale, normalize=config.normalize,
-                                flatten=X.ndim == 2)
-    prep.save(paths.root)
+                                flatten=X.ndim == 2, backbone=backbone)
+    prep.save(paths.preprocessing)
     layout = folder_layout(config.dataset)
     if layout is None:
         return {}
@@ -84,24 +85,26 @@ def after_fit(paths, config, method, dataset: ImageDataset, X: np.ndarray) -> di
     test = None
     if holds_out_test(config, layout):
         test = load_image_folder(layout.path, split="test", **decode)
-        X_test = prep.apply(test.images)
+        X_test = prepared_features(prep, test, cache_dir=config.feature_cache, device=config.device)
         predicted = method.predict(X_test)
         scores = evaluate_clustering(predicted, test.labels, _space(method, X_test), random_state=config.seed)
         extra["test"] = {**scores, "metric_space": "embedding" if _embeds(method) else "input"}
-        write_text(paths.root / TEST_ASSIGNMENTS, _assignments_csv(test, predicted))
+        write_text(paths.test_assignments, _assignments_csv(test, predicted))
         if test.labels is not None:
             from .plots import plot_confusion_matrix
 
-            plot_confusion_matrix(test.labels, predicted, paths.plots / TEST_CONFUSION,
+            plot_confusion_matrix(test.labels, predicted, paths.test_confusion_plot,
                                   class_names=test.class_names)
     if layout.has_reference:
         reference = load_reference_images(layout.path, **decode)
-        votes = method.predict(prep.apply(reference.images))
+        votes = method.predict(prepared_features(prep, reference, cache_dir=config.feature_cache,
+                                                 device=config.device))
         n_clusters = int(np.asarray(method.cluster_centers_).shape[0])
         mapping = class_mapping(votes, reference.labels, reference.class_names, n_clusters)
-        write_json(paths.root / CLASS_MAPPINGS, mapping)
+        write_json(paths.class_mappings, mapping)
         n_mapped = sum(name is not None for name in mapping["mapping"].values())
-        extra["class_mapping"] = {"n_reference_images": len(reference), "n_mapped_clusters": n_mapped}
+        extra["class_mapping"] = {"n_reference_images": len(reference), "n_mapped_clusters": n_mapped,
+                                  "file": paths.class_mappings.name}
         if test is not None and test.labels is not None:
             extra["test"]["mapped_accuracy"] = mapped_accuracy(mapping, predicted, test.labels,
                                                                test.class_names)
@@ -189,5 +192,5 @@ def summary_lines(metrics: dict) -> list[str]:
     mapping = metrics.get("class_mapping")
     if mapping:
         lines.append(f"  classes     {mapping['n_mapped_clusters']} clusters named from "
-                     f"{mapping['n_reference_images']} reference images ({CLASS_MAPPINGS})")
+                     f"{mapping['n_reference_images']} reference images ({mapping['file']})")
     return lines

@@ -25,9 +25,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from ._io import atomic_open
-from ._validation import check_features, check_positive_int, check_random_state
-from .metrics import check_clusterings, check_labels, confusion_matrix
+from .._io import atomic_open
+from .._validation import check_features, check_positive_int, check_random_state
+from ..metrics import check_clusterings, check_labels, confusion_matrix
 
 __all__ = [
     "plot_cluster_montage",

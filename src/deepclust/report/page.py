@@ -31,13 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from ._io import write_text
-from .runs import RunPaths
+from .. import __version__
+from .._io import write_text
+from ..config import RunConfig, flat_options
+from ..runs import RunPaths
 
-REPORT_NAME = "report.html"
-K_SELECTION = "k_selection.json"
-CLASS_MAPPINGS = "class_mappings.json"
 #: (id, heading) of every section of a run's report, in page order.
 RUN_SECTIONS = (
     ("configuration", "Configuration"),
@@ -77,11 +75,11 @@ def write_report(run_dir: str | os.PathLike, *, dataset=None, features: np.ndarr
     if not paths.root.is_dir():
         raise FileNotFoundError(f"{run_dir} is not a folder; pass a run folder written by 'deepclust run'.")
     config = _read_json(paths.config)
-    results = _read_json(paths.root / "results.json")  # a 'deepclust evaluate' folder: its comparison page
+    results = _read_json(paths.results_json)  # a 'deepclust evaluate' folder: its comparison page
     if isinstance(results, dict) and isinstance(results.get("rows"), list) \
             and not paths.assignments.is_file():
         name = ((config or {}).get("resolved") or {}).get("dataset", paths.root.name)
-        return write_comparison_report(results["rows"], paths.root / REPORT_NAME,
+        return write_comparison_report(results["rows"], paths.report,
                                        f"deepclust evaluate: {name}", str(results.get("protocol", "")))
     if config is None and not paths.assignments.is_file():
         raise FileNotFoundError(f"{run_dir} is not a deepclust run folder: it has neither config.json nor "
@@ -113,7 +111,7 @@ def write_report(run_dir: str | os.PathLike, *, dataset=None, features: np.ndarr
                 f"{run.n} samples · report written {time.strftime('%Y-%m-%d %H:%M:%S')} by deepclust "
                 f"{__version__}")
     page = _page(title, subtitle, [(sid, heading, sections[sid]) for sid, heading in RUN_SECTIONS])
-    out = paths.root / REPORT_NAME
+    out = paths.report
     write_text(out, page)
     return out
 
@@ -149,7 +147,8 @@ class _RunFiles:
 
     @property
     def cfg(self) -> dict:
-        return (self.config or {}).get("config", {}) or {}
+        """The run's options, flat (only those that applied to its method)."""
+        return flat_options(self.config)
 
     @property
     def n(self) -> int:
@@ -177,8 +176,8 @@ class _RunFiles:
             embeddings = None
         centers = _read_npy(paths.centers, problems)
         return cls(paths, config, metrics, clusters, true_labels, image_paths, _read_history(paths.history),
-                   embeddings, centers, _read_json(paths.root / CLASS_MAPPINGS),
-                   _read_json(paths.root / K_SELECTION), problems)
+                   embeddings, centers, _read_json(paths.class_mappings),
+                   _read_json(paths.k_selection), problems)
 
 
 def _reload_inputs(run: _RunFiles):
@@ -186,12 +185,11 @@ def _reload_inputs(run: _RunFiles):
     note saying why not."""
     if not run.cfg:
         return None, None, "config.json does not name the data set"
-    from .experiment import RunConfig, load_inputs
-    from .folder_workflow import fit_config
+    from ..pipeline.folder import fit_config
+    from ..pipeline.inputs import load_inputs
 
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
     try:
-        config = RunConfig(**{k: v for k, v in run.cfg.items() if k in fields})
+        config = RunConfig.from_saved(run.config)
         dataset, X, _ = load_inputs(fit_config(config))
     except Exception as err:  # a report without images is still a report
         return None, None, f"the data set could not be loaded again ({type(err).__name__}: {err})"

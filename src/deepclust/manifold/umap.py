@@ -1,0 +1,22 @@
+"""UMAP (McInnes, Healy & Melville 2018) of an embedding, seeded and single-threaded so it repeats."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def umap_embed(Z: np.ndarray, n_components: int, n_neighbors: int, min_dist: float, seed: int, *,
+               metric: str = "euclidean") -> np.ndarray:
+    """UMAP of ``Z`` (n, d) to (n, n_components) float32.
+
+    ``n_jobs=1`` with a ``random_state``: umap-learn's parallel path gives different layouts run to run.
+    ``n_neighbors`` is capped at n - 1 so tiny data sets work.
+    """
+    try:
+        import umap
+    except ImportError:
+        raise ImportError("The UMAP stage needs umap-learn: pip install umap-learn.") from None
+    n_neighbors = min(n_neighbors, Z.shape[0] - 1)
+    reducer = umap.UMAP(n_components=n_components, n_neighbors=n_neighbors, min_dist=min_dist,
+                        metric=metric, random_state=seed, n_jobs=1)
+    return reducer.fit_transform(Z).astype(np.float32)

@@ -1,0 +1,107 @@
+"""The data stage of a run: load the data set, prepare it for the method's input, resolve k.
+
+Every error here is the user's input, so it is raised before any run folder exists.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validation import check_features, check_n_clusters
+from ..config import AUTO, RunConfig
+from ..data import ImageDataset, load_dataset
+from ..data.transforms import prepare_features
+from ..methods import method_class
+from ..progress import progress_enabled
+from ..traits import IMAGES
+from .folder import folder_layout
+
+
+def load_inputs(config: RunConfig, *,
+                input_kind: str | None = None) -> tuple[ImageDataset, np.ndarray, int | str]:
+    """The data set, its features as the method takes them, and k.
+
+    ``input_kind`` ("images" or "vectors") overrides the method's own (``evaluate`` loads images once
+    for every method). k is returned as "auto" when ``config.n_clusters`` is "auto" (the run chooses it,
+    see :func:`auto_k_values`). With ``config.backbone`` the features are the backbone's (see
+    :func:`load_backbone_inputs`, which also says what the backbone is).
+    """
+    if config.backbone:
+        dataset, X, n_clusters, _ = load_backbone_inputs(config)
+        return dataset, X, n_clusters
+    dataset = load_dataset(config.dataset, data_dir=config.data_dir, split=config.split, size=config.size)
+    images = (input_kind or method_class(config.method).input_kind) == IMAGES
+    X = prepare_features(dataset, grayscale=config.grayscale, normalize=config.normalize, flatten=not images)
+    return dataset, *_checked(config, dataset, X, images)
+
+
+def load_backbone_inputs(config: RunConfig) -> tuple[ImageDataset, np.ndarray, int | str, dict]:
+    """The data set, its (n, D) backbone features, k, and the backbone's description.
+
+    Only methods that take vectors cluster backbone features. The images an image folder keeps in
+    memory are thumbnails (``--resize`` or 64 px) for the report; the backbone reads the files.
+    """
+    from .embedding import THUMBNAIL_SIZE, backbone_features
+
+    cls = method_class(config.method)
+    if cls.input_kind == IMAGES:
+        from ..methods import METHODS
+
+        takes_vectors = ", ".join(sorted(n for n, c in METHODS.items() if c.input_kind != IMAGES))
+        raise ValueError(f"--method {config.method} trains on images, but --backbone {config.backbone} gives "
+                         f"feature vectors: use a method that takes vectors ({takes_vectors}).")
+    size = config.size
+    if size is None and folder_layout(config.dataset) is not None:
+        size = THUMBNAIL_SIZE
+    dataset = load_dataset(config.dataset, data_dir=config.data_dir, split=config.split, size=size)
+    X, description = backbone_features(config, dataset)
+    return dataset, *_checked(config, dataset, X, False), description
+
+
+def _checked(config: RunConfig, dataset: ImageDataset, X: np.ndarray,
+             images: bool) -> tuple[np.ndarray, int | str]:
+    """``X`` checked, and k resolved."""
+    if not images:
+        X = check_features(X)
+    elif not np.isfinite(X).all():
+        raise ValueError("The images contain NaN or infinite values after preprocessing.")
+    n_clusters = config.n_clusters
+    if n_clusters == AUTO:
+        auto_k_values(config, X.shape[0])  # a bad --k-range fails here, before any run folder exists
+        return X, AUTO
+    if n_clusters is None:
+        if dataset.labels is None:
+            raise ValueError(
+                f"{dataset.name!r} has no labels, so the number of clusters cannot be inferred: "
+                "pass --clusters K."
+            )
+        n_clusters = len(np.unique(dataset.labels))
+    return X, check_n_clusters(n_clusters, X.shape[0])
+
+
+def auto_k_values(config: RunConfig, n_samples: int) -> list[int]:
+    """The k that ``--clusters auto`` tries: ``config.k_range`` ("MIN:MAX"), default 2 to min(20, n - 1)."""
+    from ..cluster.choose_k import default_k_values, parse_k_range
+
+    k_min, k_max = parse_k_range(config.k_range) if config.k_range else (2, None)
+    return default_k_values(n_samples, k_min, k_max)
+
+
+def embed_dataset(config: RunConfig) -> tuple[np.ndarray, dict]:
+    """``deepclust embed``: the backbone features of ``config.dataset`` (extracted once, then cached),
+    and the backbone's description. An image folder is streamed from its files, never decoded whole."""
+    from ..backbones import extract_features, get_backbone
+    from .embedding import THUMBNAIL_SIZE, image_files
+
+    layout = folder_layout(config.dataset)
+    backbone = get_backbone(config.backbone, weights=config.backbone_weights, device=config.device)
+    if layout is not None and not layout.split_folders and config.size is None:
+        source = layout.path  # listed as the extractor lists folders, in the same order as a run's
+    else:
+        dataset = load_dataset(config.dataset, data_dir=config.data_dir, split=config.split,
+                               size=config.size or (THUMBNAIL_SIZE if layout is not None else None))
+        files = image_files(dataset)
+        source = dataset.images if files is None else files
+    features = extract_features(source, backbone, cache_dir=config.feature_cache, device=config.device,
+                                progress_bar=progress_enabled(config.progress), on_error="raise")
+    return features, backbone.describe()
