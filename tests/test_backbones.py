@@ -202,3 +202,43 @@ def test_hf_backbone_offline_without_weights_says_what_to_do(tmp_path, monkeypat
     for part in ("'dinov2-small'", "facebook/dinov2-small", str(tmp_path / "hub"), "huggingface-cli download",
                  "weights="):
         assert part in message
+
+
+# -- a user's own TorchScript extractor -----------------------------------------------------------------
+class _MeanColour(torch.nn.Module):
+    def forward(self, x):
+        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)  # (B, 6)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+def test_torchscript_backbone_by_path(tmp_path):
+    path = tmp_path / "mine.pt"
+    torch.jit.script(_MeanColour()).save(str(path))
+    with pytest.raises(FileNotFoundError, match="mine.json"):
+        get_backbone(path)
+    path.with_suffix(".json").write_text(json.dumps({"input_size": 16, "mean": [0.5] * 3, "std": [0.25] * 3,
+                                                     "licence": "MIT"}))
+    backbone = get_backbone(str(path))
+    assert backbone.name == "mine" and backbone.feature_dim == 6 and backbone.input_size == (16, 16)
+    images = np.full((2, 30, 20, 3), 191, dtype=np.uint8)
+    feats = backbone.embed(images)
+    torch.testing.assert_close(feats, torch.full((2, 6), (191 / 255 - 0.5) / 0.25))
+    assert backbone.describe()["licence"] == "MIT"
+    path.with_suffix(".json").write_text('{"input_size": 16}')
+    with pytest.raises(ValueError, match="lacks mean, std"):
+        get_backbone(path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        get_backbone(tmp_path / "other.pt")
+
+
+def test_exported_program_backbone_by_path(tmp_path):
+    path = tmp_path / "exported.pt2"
+    example = (torch.zeros(2, 3, 16, 16),)
+    batch = {"x": {0: torch.export.Dim("batch")}}
+    program = torch.export.export(_MeanColour(), example, dynamic_shapes=batch)
+    torch.export.save(program, str(path))
+    facts = {"input_size": [16, 16], "mean": [0, 0, 0], "std": [1, 1, 1]}
+    path.with_suffix(".json").write_text(json.dumps(facts))
+    backbone = get_backbone(path)
+    feats = backbone.embed(np.zeros((3, 8, 8, 3), dtype=np.uint8))
+    assert feats.shape == (3, 6) and backbone.describe()["licence"] == "not stated"

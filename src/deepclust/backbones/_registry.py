@@ -31,14 +31,16 @@ def get_spec(name: str) -> BackboneSpec:
     return BACKBONES[key]
 
 
-def get_backbone(name: str, *, weights: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+def get_backbone(name: str | os.PathLike, *, weights: str | os.PathLike | None = None,
+                 device: str | torch.device = "cpu",
                  input_size: int | tuple[int, int] | None = None) -> Backbone:
     """Build the frozen, pretrained backbone ``name`` on ``device``.
 
     Parameters
     ----------
-    name : str
-        One of :func:`list_backbones`.
+    name : str or path
+        One of :func:`list_backbones`, or the path of your own exported (``.pt2``) or TorchScript
+        (``.pt``) feature extractor with a JSON file beside it (see :mod:`deepclust.backbones.torchscript`).
     weights : path, optional
         Load these weights instead of the default source (a ``.pth`` state dict for efficientnet-lite0,
         a folder written by ``save_pretrained`` for the Hugging Face families).
@@ -50,8 +52,13 @@ def get_backbone(name: str, *, weights: str | os.PathLike | None = None, device:
     import dataclasses
 
     from ..data.transforms import check_size
+    from .torchscript import is_model_path, torchscript_spec
 
-    spec = get_spec(name)
+    if str(name).strip().lower().replace("_", "-") not in BACKBONES and is_model_path(str(name)):
+        spec, file = torchscript_spec(os.fspath(name))  # a user's own exported feature extractor
+        weights = file if weights is None else weights
+    else:
+        spec = get_spec(name)
     preprocessing = spec.preprocessing
     if input_size is not None:
         if not spec.flexible_size:
