@@ -16,7 +16,7 @@ each folder in a fresh process, reporting that process's peak RSS (and its worke
 feeds the network smaller inputs so 40,000 images fit in minutes on a busy 2-core machine.
 
     python benchmarks/extraction.py speed [--n 200] [--repeats 2] [--batch-size 32] [--workers 1]
-    python benchmarks/extraction.py memory [--sizes 4000 40000] [--rss-input-size 32]
+    python benchmarks/extraction.py memory [--sizes 4000 40000] [--rss-input-size 32] [--threads 2]
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def memory(args) -> None:
         cache = tempfile.mkdtemp(prefix="dc-bench-cache-")
         try:
             cmd = [sys.executable, __file__, "_child", str(folder), cache, args.backbone,
-                   str(args.rss_input_size), str(args.batch_size), str(args.workers)]
+                   str(args.rss_input_size), str(args.batch_size), str(args.workers), str(args.threads)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         finally:
             shutil.rmtree(cache, ignore_errors=True)
@@ -148,9 +148,10 @@ def memory(args) -> None:
               f"{rows[-1]['workers_peak_rss_mib']:.0f} MiB)")
 
 
-def child(folder: str, cache: str, backbone: str, input_size: str, batch_size: str, workers: str) -> None:
+def child(folder: str, cache: str, backbone: str, input_size: str, batch_size: str, workers: str,
+          threads: str) -> None:
     """Run one extraction in this fresh process; print its peak RSS as JSON."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(threads))
     size = int(input_size)
     b = get_backbone(backbone, input_size=size if size > 0 else None)
     t = time.perf_counter()
@@ -169,7 +170,6 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_child":
         child(*sys.argv[2:])
         return
-    torch.set_num_threads(2)
     shared = Path(__file__).resolve().parents[2] / "shared" / "data"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -189,7 +189,10 @@ def main() -> None:
     m.add_argument("--batch-size", type=int, default=64)
     m.add_argument("--workers", type=int, default=1)
     m.add_argument("--tmp", default=tempfile.gettempdir())
+    for each in (p, m):
+        each.add_argument("--threads", type=int, default=2, help="torch threads of the network")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     speed(args) if args.what == "speed" else memory(args)
 
 

@@ -210,7 +210,7 @@ class _MeanColour(torch.nn.Module):
         return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)  # (B, 6)
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.(load|script)` is deprecated:DeprecationWarning")
 def test_torchscript_backbone_by_path(tmp_path):
     path = tmp_path / "mine.pt"
     torch.jit.script(_MeanColour()).save(str(path))

@@ -155,6 +155,14 @@ def test_small_images_are_upscaled_and_said_once(tmp_path):
     assert len(said) == 1 and feats.shape == (5, 1280)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_a_gpu_says_so(backbone, images, tmp_path):
+    with pytest.raises(ValueError, match="no CUDA device is available"):
+        get_backbone("efficientnet-lite0", device="cuda")
+    with pytest.raises(ValueError, match="no CUDA device is available"):
+        extract_features(images, backbone, cache_dir=tmp_path, device="cuda")
+
+
 def test_bad_sources(backbone, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         extract_features([tmp_path / "missing.jpg"], backbone, cache_dir=tmp_path)

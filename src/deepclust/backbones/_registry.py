@@ -67,8 +67,21 @@ def get_backbone(name: str | os.PathLike, *, weights: str | os.PathLike | None =
         size = check_size(input_size)
         resize_size = None if preprocessing.resize == "squash" else max(size)
         preprocessing = dataclasses.replace(preprocessing, input_size=size, resize_size=resize_size)
+    device = check_device(device)
     weights = None if weights is None else os.fspath(weights)
     net, feature_dim, identity = spec.builder(spec, weights)
     backbone = Backbone(spec, net, feature_dim=feature_dim, weights_source=weights or spec.weights,
                         weights_identity=identity, preprocessing=preprocessing)
     return backbone.to(device)
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device; ValueError (one line) for a CUDA device on a machine without one."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:<n>'; got {device!r}.") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but no CUDA device is available here "
+                         "(torch.cuda.is_available() is False); use device='cpu'.")
+    return device

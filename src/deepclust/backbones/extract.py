@@ -28,6 +28,7 @@ from ..data._base import check_on_error
 from ..data._images import _DECODE_ERRORS
 from ..progress import progress
 from ._base import Backbone
+from ._registry import check_device
 from ._transform import Preprocessing
 from .feature_cache import FeatureCache, cache_key, default_cache_dir, fingerprint_array, fingerprint_files
 
@@ -176,7 +177,7 @@ def _extract(cache: FeatureCache, kind: str, items, backbone: Backbone, *, batch
              device, progress_bar, on_error: str):
     n = len(items)
     if device is not None:
-        backbone = backbone.to(device)
+        backbone = backbone.to(check_device(device))
     device = backbone.device
     start, skipped = cache.open(n, backbone.feature_dim)
     dataset_cls = _FileImages if kind == "files" else _ArrayImages
