@@ -19,7 +19,7 @@ from .coil import load_coil20, load_coil100
 from .digits import load_digits
 from .download import ChecksumError, download_file
 from .idx import load_fashion_mnist, load_kmnist, load_mnist
-from .image_folder import load_image_folder, load_reference_images
+from .image_folder import list_image_folder, load_image_folder, load_reference_images
 from .stl10 import load_stl10
 from .transforms import check_size, flatten, prepare_features, resize, sobel, to_float, to_grayscale
 from .usps import load_usps
@@ -39,6 +39,7 @@ __all__ = [
     "describe_datasets",
     "download_file",
     "flatten",
+    "list_image_folder",
     "load_cifar10",
     "load_coil20",
     "load_coil100",

@@ -166,6 +166,14 @@ def load_image_folder(folder: str | os.PathLike, *, split: str = "all", size=Non
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be None, 1 or 3; got {channels!r}.")
     name = path.resolve().name or str(path)
+    listing = _list(path, split)
+    description = _describe(path, listing, split if has_split_folders(path) else None)
+    return _decode(listing, path, name=name, description=description, size=size, on_error=on_error,
+                   channels=channels)
+
+
+def _list(path: Path, split: str) -> _Listing:
+    """The files ``load_image_folder(path, split=split)`` decodes, in its order, with their labels."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of 'train', 'test' or 'all'; got {split!r}.")
     if has_split_folders(path):
@@ -174,15 +182,27 @@ def load_image_folder(folder: str | os.PathLike, *, split: str = "all", size=Non
         if not present:
             raise ValueError(f"{path} has no {split}/ sub-folder; found "
                              f"{sorted(p.name for p in _subfolders(path))}.")
-        listing = _merge([_scan(path / p) for p in present], path)
-        return _decode(listing, path, name=name, description=_describe(path, listing, split), size=size,
-                       on_error=on_error, channels=channels)
+        return _merge([_scan(path / p) for p in present], path)
     if split != "all":
         raise ValueError(f"Image folder {path} has no train/ and test/ sub-folders, so 'all' is the only "
                          f"split; got split={split!r}.")
-    listing = _scan(path, skip=(_REFERENCE,))
-    return _decode(listing, path, name=name, description=_describe(path, listing, None), size=size,
-                   on_error=on_error, channels=channels)
+    return _scan(path, skip=(_REFERENCE,))
+
+
+def list_image_folder(folder: str | os.PathLike, *, split: str = "all"
+                      ) -> tuple[list[Path], np.ndarray | None, list[str]]:
+    """(files, labels, class_names) that :func:`load_image_folder` would read, without decoding anything.
+
+    Same layouts, order and labels as :func:`load_image_folder` (labels None for a flat folder), so
+    streaming readers (the backbone feature extraction) see the images in the same order.
+    """
+    path = _check_folder(folder)
+    listing = _list(path, split)
+    if not listing.files:
+        raise ValueError(f"No image files found in {path}. Accepted extensions (any case): "
+                         f"{', '.join(IMAGE_EXTENSIONS)}.")
+    labels = None if listing.labels is None else np.asarray(listing.labels, dtype=np.int64)
+    return list(listing.files), labels, list(listing.class_names)
 
 
 def load_reference_images(folder: str | os.PathLike, *, size=None, on_error: str = "skip",
