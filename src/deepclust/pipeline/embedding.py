@@ -34,7 +34,8 @@ def backbone_features(config: RunConfig, dataset: ImageDataset) -> tuple[np.ndar
     description = backbone.describe()
     if config.backbone_weights is not None:
         description["weights_path"] = str(Path(config.backbone_weights).expanduser().resolve())
-    return np.ascontiguousarray(features, dtype=np.float32), description
+    # In memory: the estimators write into their inputs' tensors (the cache stays read-only).
+    return np.array(features, dtype=np.float32), description
 
 
 def image_files(dataset: ImageDataset) -> list[str] | None:
@@ -63,5 +64,5 @@ def prepared_features(preprocessing, dataset: ImageDataset, *, cache_dir: str | 
     source = image_files(dataset)
     features = extract_features(dataset.images if source is None else source, backbone, cache_dir=cache_dir,
                                 device=device, progress_bar=False, on_error="raise")
-    return np.ascontiguousarray(features, dtype=np.float32)
+    return np.array(features, dtype=np.float32)
 

@@ -48,8 +48,8 @@ from .inputs import load_inputs
 #: Summary columns: (key in a result row, heading).
 SUMMARY_COLUMNS = (("acc", "ACC"), ("nmi", "NMI"), ("ari", "ARI"), ("silhouette", "silhouette"),
                    ("dunn", "Dunn"), ("seconds", "time (s)"))
-CSV_COLUMNS = ("method", "protocol", "split", "seed", "n_train", "n_test", "acc", "nmi", "ari", "silhouette",
-               "dunn", "n_clusters_found", "train_acc", "train_nmi", "seconds", "fit_seconds",
+CSV_COLUMNS = ("method", "backbone", "protocol", "split", "seed", "n_train", "n_test", "acc", "nmi", "ari",
+               "silhouette", "dunn", "n_clusters_found", "train_acc", "train_nmi", "seconds", "fit_seconds",
                "pretrain_seconds", "metric_space")
 
 
@@ -161,6 +161,12 @@ def evaluate(config: RunConfig, methods: Sequence[str], *, folds: int | None = N
     if isinstance(config.n_clusters, str):
         raise ValueError(f"evaluate compares methods at one number of clusters; got {config.n_clusters!r}. "
                          "Pass -k K, or leave it out for a labelled data set (k = its number of classes).")
+    if config.backbone:  # every method clusters the same backbone features
+        on_images = [m for m in methods if method_class(m).input_kind == IMAGES]
+        if on_images:
+            raise ValueError(f"--backbone {config.backbone} gives feature vectors, but "
+                             f"{', '.join(on_images)} train on images: compare methods that take vectors, "
+                             "or leave out --backbone.")
     # Images for every method (k-means flattens them): load and preprocess the data once.
     dataset, X, n_clusters = load_inputs(config, input_kind=IMAGES)
     y = dataset.labels
@@ -220,7 +226,8 @@ def _evaluate_split(config: RunConfig, methods: list[str], split: Split, X: np.n
             start = time.perf_counter()
             est.fit(_inputs(name, X_train))
             seconds = time.perf_counter() - start
-        yield _score(name, est, split, _inputs(name, X_test), y_train, y_test, seconds, shared, config.seed)
+        row = _score(name, est, split, _inputs(name, X_test), y_train, y_test, seconds, shared, config.seed)
+        yield {**row, "backbone": config.backbone or "none (trained from scratch)"}
 
 
 def _score(name: str, est, split: Split, X_test: np.ndarray, y_train, y_test, seconds: float,

@@ -27,7 +27,7 @@ def load_inputs(config: RunConfig, *,
     :func:`load_backbone_inputs`, which also says what the backbone is).
     """
     if config.backbone:
-        dataset, X, n_clusters, _ = load_backbone_inputs(config)
+        dataset, X, n_clusters, _ = load_backbone_inputs(config, check_method=input_kind is None)
         return dataset, X, n_clusters
     dataset = load_dataset(config.dataset, data_dir=config.data_dir, split=config.split, size=config.size)
     images = (input_kind or method_class(config.method).input_kind) == IMAGES
@@ -35,7 +35,8 @@ def load_inputs(config: RunConfig, *,
     return dataset, *_checked(config, dataset, X, images)
 
 
-def load_backbone_inputs(config: RunConfig) -> tuple[ImageDataset, np.ndarray, int | str, dict]:
+def load_backbone_inputs(config: RunConfig, *,
+                         check_method: bool = True) -> tuple[ImageDataset, np.ndarray, int | str, dict]:
     """The data set, its (n, D) backbone features, k, and the backbone's description.
 
     Only methods that take vectors cluster backbone features. The images an image folder keeps in
@@ -43,8 +44,7 @@ def load_backbone_inputs(config: RunConfig) -> tuple[ImageDataset, np.ndarray, i
     """
     from .embedding import THUMBNAIL_SIZE, backbone_features
 
-    cls = method_class(config.method)
-    if cls.input_kind == IMAGES:
+    if check_method and method_class(config.method).input_kind == IMAGES:
         from ..methods import METHODS
 
         takes_vectors = ", ".join(sorted(n for n, c in METHODS.items() if c.input_kind != IMAGES))

@@ -104,8 +104,9 @@ def write_report(run_dir: str | os.PathLike, *, dataset=None, features: np.ndarr
         "k-selection": _k_selection_section(run),
     }
     resolved = run.config.get("resolved", {}) if isinstance(run.config, dict) else {}
+    on = f"{run.cfg['backbone']} features + " if run.cfg.get("backbone") else ""
     title = f"deepclust run: {resolved.get('dataset') or run.cfg.get('dataset', '?')} · " \
-            f"{run.cfg.get('method', '?')} · k = {resolved.get('n_clusters', run.n_clusters)}"
+            f"{on}{run.cfg.get('method', '?')} · k = {resolved.get('n_clusters', run.n_clusters)}"
     status = (_read_json(paths.status) or {}).get("status", "unknown")  # "running" while run() writes it
     subtitle = (f"run folder {paths.root.name}{'' if status == 'running' else f' · status {status}'} · "
                 f"{run.n} samples · report written {time.strftime('%Y-%m-%d %H:%M:%S')} by deepclust "
@@ -217,6 +218,13 @@ def _configuration_section(run: _RunFiles) -> str:
     if run.k_selection:
         summary["n_clusters"] = f"{resolved.get('n_clusters')} (chosen automatically, see Choosing k)"
     parts.append("<h3>Data and result</h3>" + _key_value_table(summary))
+    backbone = resolved.get("backbone")
+    if isinstance(backbone, dict):
+        facts = {key: backbone.get(key) for key in ("backbone", "description", "weights", "licence",
+                                                    "feature_dim", "preprocessing") if key in backbone}
+        parts.append("<h3>Pretrained backbone</h3><p>The clustered features come from a network pretrained "
+                     "on labelled images (not learnt from this data): compare these scores with other "
+                     "pretrained runs, not with methods trained from scratch.</p>" + _key_value_table(facts))
     parts.append("<h3>Options</h3>" + _key_value_grid(run.cfg))
     arch = resolved.get("architecture")
     if isinstance(arch, dict):
