@@ -50,6 +50,12 @@ def kmeans(src: Path, out: Path) -> None:
         results[f"centers{i}"] = km.cluster_centers_
         results[f"inertia{i}"] = np.array(km.inertia_)
         results[f"repaired{i}"] = np.array(km.n_empty_repaired_)
+    # The small helpers, across two real ranks.
+    if D.broadcast_object({"from": D.rank()}) != {"from": 0}:
+        raise AssertionError("broadcast_object did not deliver rank 0's object")
+    if D.all_reduce_sum(torch.tensor([D.rank() + 1.0])).item() != 3.0:
+        raise AssertionError("all_reduce_sum over ranks 0 and 1 is not 1 + 2")
+    D.barrier()
     D.main_process_only(np.savez)(out / "result.npz", **results)
     D.main_process_only(write_text)(out / f"written_by_rank{D.rank()}.txt", "hello\n")
 
@@ -62,7 +68,7 @@ def die(X: np.ndarray) -> None:
 
 def stall(X: np.ndarray) -> None:
     if D.rank() == 1:
-        time.sleep(120)  # never reaches the collective; torchrun ends it when rank 0 fails
+        time.sleep(600)  # never reaches the collective; torchrun ends it when rank 0 fails
     KMeans(3, random_state=0).fit(X[D.shard_slice(len(X))])
 
 
