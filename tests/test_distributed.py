@@ -49,12 +49,12 @@ def _torchrun(scenario: str, src: Path, out: Path, **env) -> tuple[subprocess.Co
 @pytest.mark.slow
 def test_two_ranks_match_one_process(tmp_path):
     X = _blobs()
-    far = np.vstack([X[:4], np.full((1, X.shape[1]), 100.0, dtype=np.float32)])  # one centre stays empty
+    far = np.vstack([X[:3], np.full((2, X.shape[1]), [[100.0], [-100.0]], dtype=np.float32)])  # 2 empty
     configs = [
         dict(n_clusters=5, n_init=3, random_state=0),                            # k-means++ on all rows
         dict(n_clusters=5, n_init=3, init_size=120, random_state=1, sizes=[7, 893]),  # subsampled, uneven
         dict(n_clusters=5, init="random", n_init=2, random_state=2, sizes=[600, 300]),
-        dict(n_clusters=5, init=far.tolist(), random_state=3),                   # empty-cluster repair
+        dict(n_clusters=5, init=far.tolist(), random_state=3, sizes=[450, 450]),  # empty-cluster repair
     ]
     np.savez(tmp_path / "in.npz", X=X, configs=json.dumps(configs))
     out = tmp_path / "out"
@@ -71,7 +71,7 @@ def test_two_ranks_match_one_process(tmp_path):
         np.testing.assert_allclose(got[f"centers{i}"], ref.cluster_centers_, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(got[f"inertia{i}"], ref.inertia_, rtol=1e-7)
         assert int(got[f"repaired{i}"]) == ref.n_empty_repaired_
-    assert int(got["repaired3"]) >= 1  # the far centre was re-seeded: the repair path ran across ranks
+    assert int(got["repaired3"]) >= 2  # both far centres were re-seeded: the repair ran across ranks
     # main_process_only: both ranks asked to write a file named after their rank; only rank 0 did.
     assert sorted(p.name for p in out.iterdir()) == ["result.npz", "written_by_rank0.txt"]
 
