@@ -112,13 +112,17 @@ def _sq_dist_to(X, x_sq, C, chunk_size):
 
 
 def lloyd(X: torch.Tensor, x_sq: torch.Tensor, centers: torch.Tensor, *, max_iter: int, tol: float,
-          chunk_size: int, bounds_budget: int = 50_000_000) -> LloydResult:
+          chunk_size: int, bounds_budget: int = 50_000_000, comm=None) -> LloydResult:
     """Run Lloyd iterations from ``centers`` until labels stop changing or centres move < ``tol``.
 
     ``tol`` is absolute: the sum over centres of the squared centre shift (sklearn's criterion).
     Empty clusters are re-seeded with the points farthest from their centre. Elkan's per-centre lower
     bounds (n x k floats) skip the rows that cannot change cluster; above ``bounds_budget`` floats
     every iteration reads all rows instead.
+
+    ``comm`` (``_distributed.Shards``) makes ``X`` one rank's shard of a global array: the sums, counts
+    and changed-label counts are totalled over ranks with ``comm.sum`` and empty clusters repaired with
+    ``comm.reseed_empty``; labels stay per shard, centres and inertia are global. None: one process.
     """
     n, k = X.shape[0], centers.shape[0]
     centers = centers.clone()
@@ -129,17 +133,22 @@ def lloyd(X: torch.Tensor, x_sq: torch.Tensor, centers: torch.Tensor, *, max_ite
         lower = None
         labels, upper = assign(X, x_sq, centers, chunk_size)
         upper.sqrt_()
-    sums, counts = cluster_sums(X, labels, k, chunk_size)
+    sums, counts = cluster_sums(X, labels, k, chunk_size)  # this process's rows
+    total_sums, total_counts = _totals(comm, sums, counts)  # all ranks' (the same tensors without comm)
     rows = torch.arange(n, device=X.device)
     n_repaired, converged, n_iter = 0, False, 0
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - n_iter is reported after the loop
-        empty = torch.nonzero(counts == 0).flatten()
+        empty = torch.nonzero(total_counts == 0).flatten()
         if empty.numel():
             n_repaired += empty.numel()
-            _reseed_empty(X, labels, upper, sums, counts, empty)
+            if comm is None:
+                _reseed_empty(X, labels, upper, sums, counts, empty)
+            else:
+                comm.reseed_empty(X, labels, upper, sums, counts, total_counts, empty)
+                total_sums, total_counts = _totals(comm, sums, counts)
             if lower is not None:
                 lower.zero_()  # centres jump: no bound survives
-        new_centers = (sums / counts.clamp(min=1).unsqueeze(1)).to(X.dtype)
+        new_centers = (total_sums / total_counts.clamp(min=1).unsqueeze(1)).to(X.dtype)
         shift = (new_centers - centers).norm(dim=1)  # (k,)
         centers = new_centers
         if lower is None:
@@ -155,12 +164,26 @@ def lloyd(X: torch.Tensor, x_sq: torch.Tensor, centers: torch.Tensor, *, max_ite
             bound[rows, labels] = float("inf")
             suspects = torch.nonzero((upper.unsqueeze(1) > bound).any(dim=1)).flatten()
         changed = _reassign(X, x_sq, centers, suspects, labels, upper, lower, sums, counts, chunk_size)
+        if comm is not None:
+            changed = int(comm.sum(torch.tensor([changed], dtype=torch.int64)).item())
+            total_sums, total_counts = _totals(comm, sums, counts)
         if changed == 0 or float((shift ** 2).sum()) <= tol:
             # The assignment above already matches ``centers`` (sklearn's final E-step).
             converged = True
             break
-    inertia = _inertia(x_sq, centers, sums, counts)
+    x_sq_total = x_sq.sum(dtype=torch.float64)
+    if comm is not None:
+        x_sq_total = comm.sum(x_sq_total)
+    inertia = _inertia(x_sq_total, centers, total_sums, total_counts)
     return LloydResult(labels, centers, inertia, n_iter, converged, n_repaired)
+
+
+def _totals(comm, sums: torch.Tensor, counts: torch.Tensor):
+    """Sums and counts over all ranks in one collective; the very same tensors in one process."""
+    if comm is None:
+        return sums, counts
+    both = comm.sum(torch.cat([sums, counts.unsqueeze(1)], dim=1))  # (k, d + 1)
+    return both[:, :-1], both[:, -1].clone()
 
 
 def all_distances(X: torch.Tensor, x_sq: torch.Tensor, C: torch.Tensor, chunk_size: int) -> torch.Tensor:
@@ -230,12 +253,12 @@ def _reseed_empty(X, labels, upper, sums, counts, empty) -> None:
     upper.fill_(float("inf"))  # bounds no longer hold after centres jump: recheck everyone
 
 
-def _inertia(x_sq, centers, sums, counts) -> float:
+def _inertia(x_sq_total, centers, sums, counts) -> float:
     """Sum of ||x - c(x)||^2 from the cluster sums, in float64, with no pass over ``X``.
 
     sum ||x - c||^2 = sum ||x||^2 - 2 sum_c S_c . c + sum_c n_c ||c||^2, where S_c and n_c are the sum
-    and size of cluster c.
+    and size of cluster c; ``x_sq_total`` is the first term (float64).
     """
     c = centers.double()
-    total = x_sq.sum(dtype=torch.float64) - 2 * (sums * c).sum() + (counts * (c * c).sum(dim=1)).sum()
+    total = x_sq_total - 2 * (sums * c).sum() + (counts * (c * c).sum(dim=1)).sum()
     return max(float(total), 0.0)

@@ -12,6 +12,12 @@
 ``algorithm="minibatch"`` (Sculley 2010) reads ``X`` by index one batch at a time, so ``X`` may be a
 ``numpy.memmap`` larger than memory. ``backend="sklearn"`` and ``backend="faiss"`` delegate to those
 libraries with the same parameters.
+
+**Across ranks.** Under ``torchrun`` (a ``torch.distributed`` group of more than one process), ``fit``
+is collective: every rank passes its own shard of the rows and the ranks exchange only O(k * d) sums
+and counts (``_distributed.py``). With contiguous shards in rank order the same seed gives the centres
+and labels one process gets on all rows, to float rounding. ``fit(X, distributed=False)`` fits one
+process's data alone.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 
+from .. import distributed as dist_utils
 from .._validation import (
     check_features,
     check_n_clusters,
@@ -32,7 +39,7 @@ from .._validation import (
 )
 from ..progress import progress
 from ..traits import MethodTraits
-from . import _lloyd
+from . import _distributed, _lloyd
 
 _BACKENDS = ("torch", "sklearn", "faiss")
 _ALGORITHMS = ("lloyd", "minibatch")
@@ -71,6 +78,18 @@ class KMeans(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
         Seed for seeding and subsampling; the same seed gives the same clusters on the CPU.
     verbose : bool, default=False
         Show a progress bar over restarts / epochs.
+
+    Notes
+    -----
+    **Distributed fit.** ``fit(X, distributed="auto")`` fits across the ranks of an initialised
+    ``torch.distributed`` group with more than one process: each rank passes its shard (contiguous
+    blocks in rank order, ``deepclust.distributed.shard_indices``) and must call ``fit`` with the same
+    parameters and seed. ``cluster_centers_``, ``inertia_`` and ``n_iter_`` are global and identical on
+    every rank; ``labels_`` are the rank's own rows (``deepclust.distributed.concat_shards`` joins
+    them). ``init_size`` counts global rows and the subsample is drawn over global indices, so seeding,
+    restarts and Elkan's bounds behave as in one process. Only ``backend="torch"`` with
+    ``algorithm="lloyd"`` runs across ranks; ``predict``, ``transform`` and ``score`` are per shard (no
+    communication). ``distributed=False`` fits this process's data alone; ``True`` insists on a group.
 
     Attributes
     ----------
@@ -123,62 +142,88 @@ class KMeans(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y=None) -> KMeans:
-        """Compute the clusters of ``X`` (n_samples, n_features) or images (n_samples, ...)."""
+    def fit(self, X, y=None, *, distributed="auto") -> KMeans:
+        """Compute the clusters of ``X`` (n_samples, n_features) or images (n_samples, ...).
+
+        ``distributed``: "auto" fits across ranks when a ``torch.distributed`` group of more than one
+        process is initialised (``X`` is then this rank's shard; see Notes), True requires a group,
+        False fits this process's ``X`` alone.
+        """
         self._check_params()
+        sharded = self._resolve_distributed(distributed)
         rng = check_random_state(self.random_state)
         if self.algorithm == "minibatch" and self.backend == "torch":
             return self._fit_minibatch(X, rng)
         X = check_features(X)
-        n_clusters = check_n_clusters(self.n_clusters, X.shape[0])
+        shards = _distributed.Shards.gather(X.shape[0], X.shape[1]) if sharded else None
+        n_clusters = check_n_clusters(self.n_clusters, X.shape[0] if shards is None else shards.n_total)
         init = self._check_init(X.shape[1])
+        if shards is not None and not isinstance(init, str):  # rank 0's centres, whatever others got
+            init = dist_utils.broadcast_tensor(torch.from_numpy(init)).numpy()
         start = time.perf_counter()
         if self.backend == "sklearn":
             self._fit_sklearn(X, n_clusters, init, rng)
         elif self.backend == "faiss":
             self._fit_faiss(X, n_clusters, init, rng)
         else:
-            self._fit_torch(X, n_clusters, init, rng)
+            self._fit_torch(X, n_clusters, init, rng, shards)
         self.n_features_in_ = X.shape[1]
         self.fit_seconds_ = time.perf_counter() - start
         return self
 
-    def _fit_torch(self, X: np.ndarray, k: int, init, rng: np.random.Generator) -> None:
+    def _fit_torch(self, X: np.ndarray, k: int, init, rng: np.random.Generator,
+                   shards: _distributed.Shards | None = None) -> None:
+        """Seed and run Lloyd; with ``shards``, ``X`` is this rank's block and every draw is global."""
         device = resolve_device(self.device)
         # Centre a copy (as sklearn does): float32 GEMM distances lose digits far from the origin.
-        mean = X.mean(axis=0, dtype=np.float64).astype(np.float32)
+        if shards is None:
+            mean = X.mean(axis=0, dtype=np.float64).astype(np.float32)
+        else:
+            col_sums = shards.sum(torch.from_numpy(X.sum(axis=0, dtype=np.float64)))
+            mean = (col_sums / shards.n_total).numpy().astype(np.float32)
         Xt = torch.from_numpy(X).to(device) - torch.from_numpy(mean).to(device)
         if not isinstance(init, str):
             init = init - mean
         chunk = self.chunk_size
         x_sq = _lloyd.squared_norms(Xt, chunk)
-        tol = self.tol * _mean_variance(Xt, x_sq)
-        n = X.shape[0]
+        tol = self.tol * _mean_variance(Xt, x_sq, shards)
+        n = X.shape[0] if shards is None else shards.n_total
         m = self._resolve_init_size(n, k)
         n_init = 1 if not isinstance(init, str) else self.n_init
 
         best = None
-        for _ in progress(range(n_init), desc="k-means restarts", enabled=self.verbose and n_init > 1):
-            if m < n:  # seed and warm up on a random subset
-                sub = torch.as_tensor(np.sort(rng.choice(n, size=m, replace=False)), device=device)
+        show = self.verbose and n_init > 1 and dist_utils.is_main_process()
+        for _ in progress(range(n_init), desc="k-means restarts", enabled=show):
+            sub_shards = shards
+            if m < n:  # seed and warm up on a random subset (of global row indices)
+                sub = np.sort(rng.choice(n, size=m, replace=False))
+                if shards is not None:
+                    sub_shards, sub = shards.subset(sub)
+                sub = torch.as_tensor(sub, device=device)
                 Xs, xs_sq = Xt[sub], x_sq[sub]
             else:
                 Xs, xs_sq = Xt, x_sq
-            centers = self._seed(Xs, xs_sq, k, init, rng)
-            run = _lloyd.lloyd(Xs, xs_sq, centers, max_iter=self.max_iter, tol=tol, chunk_size=chunk)
+            centers = self._seed(Xs, xs_sq, k, init, rng, sub_shards)
+            run = _lloyd.lloyd(Xs, xs_sq, centers, max_iter=self.max_iter, tol=tol, chunk_size=chunk,
+                               comm=sub_shards)
             if best is None or run.inertia < best.inertia:
                 best = run
         if m < n:  # refine the best warm start on every point
-            best = _lloyd.lloyd(Xt, x_sq, best.centers, max_iter=self.max_iter, tol=tol, chunk_size=chunk)
+            best = _lloyd.lloyd(Xt, x_sq, best.centers, max_iter=self.max_iter, tol=tol, chunk_size=chunk,
+                                comm=shards)
         self.cluster_centers_ = best.centers.cpu().numpy() + mean
         self.labels_ = best.labels.cpu().numpy()
         self.inertia_ = best.inertia
         self.n_iter_ = best.n_iter
         self.n_empty_repaired_ = best.n_repaired
 
-    def _seed(self, X, x_sq, k, init, rng) -> torch.Tensor:
+    def _seed(self, X, x_sq, k, init, rng, shards=None) -> torch.Tensor:
         if not isinstance(init, str):
             return torch.as_tensor(init, dtype=X.dtype, device=X.device)
+        if shards is not None:
+            if init == "random":
+                return _distributed.random_init(X, k, rng, shards)
+            return _distributed.kmeans_plusplus(X, x_sq, k, rng, self.chunk_size, shards)
         if init == "random":
             return X[torch.as_tensor(rng.choice(X.shape[0], size=k, replace=False), device=X.device)].clone()
         return _lloyd.kmeans_plusplus(X, x_sq, k, rng, self.chunk_size)
@@ -282,8 +327,8 @@ class KMeans(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
         labels, _ = self._predict_chunked(X, torch.from_numpy(self.cluster_centers_))
         return labels
 
-    def fit_predict(self, X, y=None) -> np.ndarray:
-        return self.fit(X).labels_
+    def fit_predict(self, X, y=None, *, distributed="auto") -> np.ndarray:
+        return self.fit(X, distributed=distributed).labels_
 
     def transform(self, X) -> np.ndarray:
         """Euclidean distance of each sample to each centre: (n_samples, n_clusters) float32."""
@@ -326,6 +371,23 @@ class KMeans(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
                 or (isinstance(self.init_size, numbers.Integral) and self.init_size >= 1)):
             raise ValueError(f"init_size must be 'auto', None or an integer >= 1; got {self.init_size!r}.")
 
+    def _resolve_distributed(self, distributed) -> bool:
+        """Whether this fit runs across ranks; unsupported combinations fail on every rank alike."""
+        if distributed == "auto":
+            sharded = dist_utils.is_distributed()
+        elif isinstance(distributed, bool):
+            if distributed and not dist_utils.is_initialized():
+                raise ValueError("distributed=True needs an initialised torch.distributed group: run under "
+                                 "torchrun and call deepclust.distributed.init_distributed() first.")
+            sharded = distributed
+        else:
+            raise ValueError(f"distributed must be 'auto', True or False; got {distributed!r}.")
+        if sharded and (self.backend != "torch" or self.algorithm != "lloyd"):
+            raise ValueError(
+                f"backend={self.backend!r}, algorithm={self.algorithm!r} cannot fit shards across ranks; "
+                "use backend='torch', algorithm='lloyd', or fit(X, distributed=False) on one rank's data.")
+        return sharded
+
     def _check_init(self, n_features: int):
         if isinstance(self.init, str):
             if self.init not in ("k-means++", "random"):
@@ -353,13 +415,20 @@ class KMeans(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
                              f"{self.n_features_in_} features.")
 
 
-def _mean_variance(X: torch.Tensor, x_sq: torch.Tensor) -> float:
-    """Mean over features of the per-feature variance: (sum_i ||x_i||^2 / n - ||mean||^2) / d."""
+def _mean_variance(X: torch.Tensor, x_sq: torch.Tensor, shards=None) -> float:
+    """Mean over features of the per-feature variance: (sum_i ||x_i||^2 / n - ||mean||^2) / d.
+
+    With ``shards``, ``X`` is one rank's block and the sums run over all ranks.
+    """
     mean = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
     for start in range(0, X.shape[0], 1024):  # a float64 sum of all of X at once copies X to float64
         mean += X[start:start + 1024].sum(dim=0, dtype=torch.float64)
-    mean /= X.shape[0]
-    total = float(x_sq.sum(dtype=torch.float64)) / X.shape[0] - float((mean * mean).sum())
+    sq = x_sq.sum(dtype=torch.float64)
+    n = X.shape[0]
+    if shards is not None:
+        mean, sq, n = shards.sum(mean), shards.sum(sq), shards.n_total
+    mean /= n
+    total = float(sq) / n - float((mean * mean).sum())
     return max(total, 0.0) / X.shape[1]
 
 

@@ -1,0 +1,86 @@
+"""Worker that tests/test_distributed.py starts under ``torchrun --nproc_per_node 2`` (not a test file).
+
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/dist_worker.py SCENARIO IN OUT
+
+kmeans  fit distributed k-means on each configuration in IN (an .npz with X and a JSON list of
+        configurations), check on every rank that predict(shard) == labels_ and that every rank holds
+        the same centres, and let rank 0 alone write the gathered labels and centres to OUT/result.npz;
+        every rank also asks ``main_process_only`` to write OUT/written_by_rank{r}.txt.
+die     rank 1 raises before the fit while rank 0 waits in the fit's first collective.
+stall   rank 1 sleeps instead of fitting; rank 0 must fail after DEEPCLUST_DIST_TIMEOUT seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deepclust import KMeans
+from deepclust import distributed as D
+from deepclust._io import write_text
+
+
+def _shard(X: np.ndarray, sizes) -> np.ndarray:
+    if sizes is None:
+        return X[D.shard_slice(len(X))]
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    return X[bounds[D.rank()]:bounds[D.rank() + 1]]
+
+
+def kmeans(src: Path, out: Path) -> None:
+    data = np.load(src)
+    X, configs = data["X"], json.loads(str(data["configs"]))
+    results = {}
+    for i, cfg in enumerate(configs):
+        shard = _shard(X, cfg.pop("sizes", None))
+        if isinstance(cfg.get("init"), list):
+            cfg["init"] = np.asarray(cfg["init"], dtype=np.float32)
+        km = KMeans(**cfg).fit(shard)  # distributed="auto": the group has 2 ranks
+        if not np.array_equal(km.predict(shard), km.labels_):
+            raise AssertionError(f"config {i}: predict(shard) differs from labels_ on rank {D.rank()}")
+        centres = D.all_gather_tensors(torch.from_numpy(km.cluster_centers_))
+        if not all(torch.equal(c, centres[0]) for c in centres):
+            raise AssertionError(f"config {i}: the ranks hold different centres")
+        results[f"labels{i}"] = D.concat_shards(km.labels_)
+        results[f"centers{i}"] = km.cluster_centers_
+        results[f"inertia{i}"] = np.array(km.inertia_)
+        results[f"repaired{i}"] = np.array(km.n_empty_repaired_)
+    # The small helpers, across two real ranks.
+    if D.broadcast_object({"from": D.rank()}) != {"from": 0}:
+        raise AssertionError("broadcast_object did not deliver rank 0's object")
+    if D.all_reduce_sum(torch.tensor([D.rank() + 1.0])).item() != 3.0:
+        raise AssertionError("all_reduce_sum over ranks 0 and 1 is not 1 + 2")
+    D.barrier()
+    D.main_process_only(np.savez)(out / "result.npz", **results)
+    D.main_process_only(write_text)(out / f"written_by_rank{D.rank()}.txt", "hello\n")
+
+
+def die(X: np.ndarray) -> None:
+    if D.rank() == 1:
+        raise RuntimeError("rank 1 dies on purpose")
+    KMeans(3, random_state=0).fit(X[D.shard_slice(len(X))])
+
+
+def stall(X: np.ndarray) -> None:
+    if D.rank() == 1:
+        time.sleep(600)  # never reaches the collective; torchrun ends it when rank 0 fails
+    KMeans(3, random_state=0).fit(X[D.shard_slice(len(X))])
+
+
+def main(argv: list[str]) -> None:
+    scenario, src, out = argv[0], Path(argv[1]), Path(argv[2])
+    with D.distributed_session("cpu"):
+        if scenario == "kmeans":
+            kmeans(src, out)
+        else:
+            X = np.load(src)["X"]
+            {"die": die, "stall": stall}[scenario](X)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,170 @@
+"""torch.distributed helpers and distributed k-means: 2 gloo processes on the CPU, started by torchrun.
+
+The multi-process tests run ``tests/dist_worker.py`` under ``python -m torch.distributed.run
+--standalone --nproc_per_node 2`` with a subprocess timeout, so a broken collective fails the test
+instead of hanging it. The rest run in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+
+import deepclust
+from deepclust import KMeans
+from deepclust import distributed as D
+
+WORKER = Path(__file__).with_name("dist_worker.py")
+LAUNCH_TIMEOUT_S = 400  # a torchrun start takes 8-40 s on a busy 2-core machine; a hang takes forever
+
+
+def _blobs(n: int = 900, d: int = 6, k: int = 5, seed: int = 0) -> np.ndarray:
+    """Overlapping Gaussian blobs, so Lloyd needs several iterations and seeding matters."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, 3.0, (k, d))
+    return (centres[rng.integers(k, size=n)] + rng.normal(0.0, 1.5, (n, d))).astype(np.float32)
+
+
+def _torchrun(scenario: str, src: Path, out: Path, **env) -> tuple[subprocess.CompletedProcess, float]:
+    src_dir = Path(deepclust.__file__).resolve().parents[1]  # the deepclust under test, not another copy
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src_dir), os.environ.get("PYTHONPATH", "")]),
+                "OMP_NUM_THREADS": "1", **env}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(WORKER), scenario, str(src), str(out)]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+    return proc, time.perf_counter() - start
+
+
+# ------------------------------------------------------------------------------ 2 processes, torchrun
+@pytest.mark.slow
+def test_two_ranks_match_one_process(tmp_path):
+    X = _blobs()
+    far = np.vstack([X[:3], np.full((2, X.shape[1]), [[100.0], [-100.0]], dtype=np.float32)])  # 2 empty
+    configs = [
+        dict(n_clusters=5, n_init=3, random_state=0),                            # k-means++ on all rows
+        dict(n_clusters=5, n_init=3, init_size=120, random_state=1, sizes=[7, 893]),  # subsampled, uneven
+        dict(n_clusters=5, init="random", n_init=2, random_state=2, sizes=[600, 300]),
+        dict(n_clusters=5, init=far.tolist(), random_state=3, sizes=[450, 450]),  # empty-cluster repair
+    ]
+    np.savez(tmp_path / "in.npz", X=X, configs=json.dumps(configs))
+    out = tmp_path / "out"
+    out.mkdir()
+    proc, _ = _torchrun("kmeans", tmp_path / "in.npz", out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = np.load(out / "result.npz")
+    for i, cfg in enumerate(configs):
+        cfg.pop("sizes", None)
+        if isinstance(cfg.get("init"), list):
+            cfg["init"] = np.asarray(cfg["init"], dtype=np.float32)
+        ref = KMeans(**cfg).fit(X, distributed=False)
+        np.testing.assert_array_equal(got[f"labels{i}"], ref.labels_, err_msg=f"config {i}")
+        np.testing.assert_allclose(got[f"centers{i}"], ref.cluster_centers_, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got[f"inertia{i}"], ref.inertia_, rtol=1e-7)
+        assert int(got[f"repaired{i}"]) == ref.n_empty_repaired_
+    assert int(got["repaired3"]) >= 2  # both far centres were re-seeded: the repair ran across ranks
+    # main_process_only: both ranks asked to write a file named after their rank; only rank 0 did.
+    assert sorted(p.name for p in out.iterdir()) == ["result.npz", "written_by_rank0.txt"]
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_ends_the_job(tmp_path):
+    np.savez(tmp_path / "in.npz", X=_blobs(200))
+    proc, seconds = _torchrun("die", tmp_path / "in.npz", tmp_path, DEEPCLUST_DIST_TIMEOUT="600")
+    assert proc.returncode != 0
+    assert "rank 1 dies on purpose" in proc.stderr
+    assert seconds < 300  # torchrun stops rank 0 at once, long before its 600 s collective timeout
+
+
+@pytest.mark.slow
+def test_a_stalled_rank_times_out(tmp_path):
+    np.savez(tmp_path / "in.npz", X=_blobs(200))
+    proc, seconds = _torchrun("stall", tmp_path / "in.npz", tmp_path, DEEPCLUST_DIST_TIMEOUT="3")
+    assert proc.returncode != 0
+    assert "rank 0 of 2 failed" in proc.stderr and "DEEPCLUST_DIST_TIMEOUT" in proc.stderr
+    assert seconds < 300  # rank 1 sleeps 600 s: the job ended because rank 0's collective timed out
+
+
+# ------------------------------------------------------------------------------------ in this process
+@pytest.fixture
+def group_of_one(tmp_path):
+    """A real gloo process group with one rank, so the sharded code path runs without subprocesses."""
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("params", [dict(init_size=100, n_init=2), dict(init="random", n_init=2)])
+def test_sharded_path_with_one_rank_matches_local_fit(group_of_one, params):
+    X = _blobs(400)
+    local = KMeans(4, random_state=0, **params).fit(X, distributed=False)
+    sharded = KMeans(4, random_state=0, **params).fit(X, distributed=True)
+    np.testing.assert_array_equal(sharded.labels_, local.labels_)
+    np.testing.assert_allclose(sharded.cluster_centers_, local.cluster_centers_, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(sharded.inertia_, local.inertia_, rtol=1e-9)
+    assert not D.is_distributed() and D.world_size() == 1  # "auto" stays local in a group of one
+
+
+def test_bad_distributed_arguments():
+    X = _blobs(50)
+    with pytest.raises(ValueError, match="initialised torch.distributed group"):
+        KMeans(3).fit(X, distributed=True)
+    with pytest.raises(ValueError, match="distributed must be"):
+        KMeans(3).fit(X, distributed="yes")
+
+
+def test_unsupported_backend_across_ranks(group_of_one):
+    with pytest.raises(ValueError, match="cannot fit shards across ranks"):
+        KMeans(3, backend="sklearn").fit(_blobs(50), distributed=True)
+    with pytest.raises(ValueError, match="cannot fit shards across ranks"):
+        KMeans(3, algorithm="minibatch").fit(_blobs(50), distributed=True)
+
+
+@pytest.mark.parametrize("n, world", [(10, 3), (7, 2), (2, 4), (0, 2)])
+def test_shards_partition_the_rows(n, world):
+    blocks = [D.shard_indices(n, r, world) for r in range(world)]
+    np.testing.assert_array_equal(np.concatenate(blocks), np.arange(n))  # contiguous: original order
+    assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
+    for r in range(world):
+        np.testing.assert_array_equal(np.arange(n)[D.shard_slice(n, r, world)], blocks[r])
+    strided = np.concatenate([D.shard_indices(n, r, world, strided=True) for r in range(world)])
+    np.testing.assert_array_equal(np.sort(strided), np.arange(n))
+    with pytest.raises(ValueError, match="rank"):
+        D.shard_indices(n, world, world)
+
+
+def test_helpers_outside_a_group(tmp_path, monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert not D.launched_by_torchrun()
+    with D.distributed_session("cpu") as device:
+        assert device == torch.device("cpu")
+        assert (D.rank(), D.world_size(), D.is_main_process(), D.is_distributed()) == (0, 1, True, False)
+        D.barrier()
+        t = torch.arange(3.0)
+        assert D.all_reduce_sum(t) is t and D.sum_in_rank_order(t).equal(t)
+        assert D.broadcast_object({"a": 1}) == {"a": 1}
+        np.testing.assert_array_equal(D.concat_shards(np.arange(4)), np.arange(4))
+        assert D.main_process_only(lambda: "ran")() == "ran"
+
+
+def test_timeout_from_environment(monkeypatch):
+    monkeypatch.delenv(D.TIMEOUT_ENV, raising=False)
+    assert D.timeout_seconds() == D.DEFAULT_TIMEOUT_S
+    monkeypatch.setenv(D.TIMEOUT_ENV, "7.5")
+    assert D.timeout_seconds() == 7.5
+    for bad in ("soon", "0", "-3"):
+        monkeypatch.setenv(D.TIMEOUT_ENV, bad)
+        with pytest.raises(ValueError, match=D.TIMEOUT_ENV):
+            D.timeout_seconds()
