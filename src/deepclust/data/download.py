@@ -94,8 +94,8 @@ def check_archive(f: IO[bytes], name: str) -> bool:
     return False
 
 
-# Files already checked in this process, by (path, size, mtime, inode): loading train then test, or a
-# data set twice, hashes each file once.
+# Checks already passed in this process: (path, size, mtime, inode, algorithm, digest). Loading train
+# then test, or a data set twice, hashes each file once; a changed file or another checksum misses.
 _VERIFIED: set[tuple] = set()
 
 
@@ -104,9 +104,9 @@ def _stat_key(path: Path) -> tuple:
     return (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def remember_verified(path: str | os.PathLike) -> None:
-    """Record that ``path``, as it is now, passed its checks (e.g. right after a checked download)."""
-    _VERIFIED.add(_stat_key(Path(path)))
+def remember_verified(path: str | os.PathLike, algorithm: str, digest: str) -> None:
+    """Record that ``path``, as it is now, has this digest (e.g. right after a checked download)."""
+    _VERIFIED.add((*_stat_key(Path(path)), algorithm, digest.lower()))
 
 
 def verify_file(path: str | os.PathLike, *, md5: str | None = None, sha256: str | None = None,
@@ -123,17 +123,22 @@ def verify_file(path: str | os.PathLike, *, md5: str | None = None, sha256: str 
         return
     path = Path(path)
     key = _stat_key(path)
-    if key in _VERIFIED:
-        return
     algorithm, want = next(iter(expected.items()))
+    checks = [(algorithm, want)] + ([("gunzip-md5", gunzip_md5.lower())] if gunzip_md5 else [])
+    if any((*key, *check) in _VERIFIED for check in checks):
+        return
     got = file_digest(path, algorithm)
-    if got != want and not (gunzip_md5 and _gunzip_md5(path) == gunzip_md5.lower()):
-        source = f" (from {url})" if url else ""
-        raise ChecksumError(
-            f"{path} is not the expected file{source}: its {algorithm} is {got}, expected {want}. It is "
-            "damaged, cut off or another version; delete it and run again to download it afresh, or put "
-            "a good copy there.")
-    _VERIFIED.add(key)
+    if got == want:
+        _VERIFIED.add((*key, algorithm, want))
+        return
+    if gunzip_md5 and _gunzip_md5(path) == gunzip_md5.lower():
+        _VERIFIED.add((*key, "gunzip-md5", gunzip_md5.lower()))
+        return
+    source = f" (from {url})" if url else ""
+    raise ChecksumError(
+        f"{path} is not the expected file{source}: its {algorithm} is {got}, expected {want}. It is "
+        "damaged, cut off or another version; delete it and run again to download it afresh, or put "
+        "a good copy there.")
 
 
 def _gunzip_md5(path: Path) -> str | None:
@@ -217,5 +222,6 @@ def download_file(url: str, dest: str | os.PathLike, md5: str | None = None, *, 
                         f"Download of {url} cannot be checked: the server sent no Content-Length and no "
                         f"checksum is known for {dest.name}, so a cut-off transfer would look complete. "
                         f"Nothing was saved; download it by hand into {dest.parent}.")
-    remember_verified(dest)
+    for name, want in expected.items():
+        remember_verified(dest, name, want)
     return dest
