@@ -292,3 +292,10 @@ def test_a_stale_or_garbled_lock_file_is_taken_over(tmp_path):
     (tmp_path / ".lock").write_bytes(b"\x00garbage")
     with RunLock(tmp_path):
         assert read_lock_holder(tmp_path / ".lock")["pid"] == os.getpid()
+
+
+def test_without_proc_the_umask_read_at_import_is_used(monkeypatch, umask):
+    monkeypatch.setattr(_io, "_HAS_PROC_UMASK", False)
+    monkeypatch.setattr(_io, "_IMPORT_UMASK", 0o007)
+    umask(0o022)  # not seen: only /proc could show it without changing it
+    assert _io._file_mode() == 0o660

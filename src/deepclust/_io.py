@@ -39,28 +39,40 @@ class RunInUseError(OSError, ValueError):
     """Another live process holds the run folder's lock (an OSError and a ValueError, as above)."""
 
 
-def _read_umask() -> int:
-    """The process umask, read without changing it where the system allows."""
-    with contextlib.suppress(OSError, ValueError):
+def _proc_umask() -> int | None:
+    """The umask from /proc/self/status (Linux 4.7+): read without changing it, so thread-safe."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
         with open("/proc/self/status", encoding="ascii", errors="replace") as f:
             for line in f:
                 if line.startswith("Umask:"):
                     return int(line.split()[1], 8)
-    # Setting and restoring is the only portable way; another thread creating a file in between would
-    # get umask 0, so this runs once, at import, as a fallback.
+    return None
+
+
+def _read_umask() -> int:
+    """The process umask: from /proc where it is there, else the value read once at import."""
+    mask = _proc_umask() if _HAS_PROC_UMASK else None
+    return _IMPORT_UMASK if mask is None else mask
+
+
+def _umask_at_import() -> int:
+    mask = _proc_umask()
+    if mask is not None:
+        return mask
+    # Setting and restoring is the only portable way; a thread creating a file in between would get
+    # umask 0o022, so this runs once, at import.
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-_IMPORT_UMASK = _read_umask()
-_HAS_PROC_UMASK = os.path.exists("/proc/self/status")
+_HAS_PROC_UMASK = _proc_umask() is not None
+_IMPORT_UMASK = _umask_at_import()
 
 
 def _file_mode() -> int:
     """Mode for a new file, as open() would give it: 0o666 less the current umask."""
-    mask = _read_umask() if _HAS_PROC_UMASK else _IMPORT_UMASK
-    return 0o666 & ~mask
+    return 0o666 & ~_read_umask()
 
 
 def _describe(mode: int) -> str | None:
