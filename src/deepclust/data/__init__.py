@@ -17,7 +17,7 @@ from ._registry import DATASETS, DatasetSpec, RemoteFile, canonical_name, descri
 from .cifar10 import load_cifar10
 from .coil import load_coil20, load_coil100
 from .digits import load_digits
-from .download import ChecksumError, download_file
+from .download import ChecksumError, DownloadError, download_file
 from .idx import load_fashion_mnist, load_kmnist, load_mnist
 from .image_folder import list_image_folder, load_image_folder, load_reference_images
 from .stl10 import load_stl10
@@ -34,6 +34,7 @@ __all__ = [
     "ChecksumError",
     "DatasetNotFoundError",
     "DatasetSpec",
+    "DownloadError",
     "ImageDataset",
     "RemoteFile",
     "describe_datasets",

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ._base import DatasetNotFoundError, ImageDataset
-from .download import ChecksumError, download_file
+from .download import ChecksumError, download_file, verify_file
 
 ENV_VAR = "DEEPCLUST_DATA"
 DEFAULT_ROOT = Path("~/.cache/deepclust")
@@ -21,16 +21,31 @@ DEFAULT_ROOT = Path("~/.cache/deepclust")
 class RemoteFile:
     """One file of a data set's usual download.
 
-    ``splits`` says which splits need it: ``("all",)`` means every split does.
+    ``splits`` says which splits need it: ``("all",)`` means every split does. ``md5`` or
+    ``sha256`` is the published checksum of the file the URL serves; it is checked after each
+    download and on the file already at ``filename`` before it is used. ``gunzip_md5`` (``.gz``
+    files) is the md5 of the decompressed bytes, so a copy compressed again with other gzip
+    settings (another time stamp) is accepted as the same data. A download without a checksum is
+    checked by reading the archive to its end instead (see :func:`download.check_archive`).
     """
 
     filename: str
     url: str
     md5: str | None = None
     splits: tuple[str, ...] = ("all",)
+    sha256: str | None = None
+    gunzip_md5: str | None = None
 
     def needed_for(self, split: str) -> bool:
         return split == "all" or "all" in self.splits or split in self.splits
+
+    @property
+    def has_checksum(self) -> bool:
+        return bool(self.md5 or self.sha256)
+
+    def verify(self, path: Path) -> None:
+        """Raise :class:`ChecksumError` if the file at ``path`` is not this download, intact."""
+        verify_file(path, md5=self.md5, sha256=self.sha256, gunzip_md5=self.gunzip_md5, url=self.url)
 
 
 @dataclass(frozen=True)
@@ -123,13 +138,39 @@ def resolve_data_dir(name: str, data_dir: str | os.PathLike | None = None) -> li
 
 
 def find_local(spec: DatasetSpec, data_dir: str | os.PathLike | None = None, split: str = "all"):
-    """What ``spec.locate`` found in the first candidate folder that has the files, else None."""
+    """What ``spec.locate`` found in the first candidate folder that has the files, else None.
+
+    Every file found that is one of the data set's downloads, under its download name, is checked
+    against its checksum first (:meth:`RemoteFile.verify`): a damaged or truncated copy raises
+    :class:`ChecksumError` naming it, rather than being read.
+    """
     for folder in resolve_data_dir(spec.name, data_dir):
         if folder.is_dir():
             found = spec.locate(folder, split)
             if found is not None:
+                verify_found(spec, found, split)
                 return found
     return None
+
+
+def verify_found(spec: DatasetSpec, found: Any, split: str) -> None:
+    """Check each download-named file among the paths in ``found`` (what ``spec.locate`` returned)."""
+    remotes = {r.filename: r for r in spec.downloads if r.needed_for(split)}
+    for path in _paths_in(found):
+        remote = remotes.get(path.name)
+        if remote is not None and path.is_file():
+            remote.verify(path)
+
+
+def _paths_in(found: Any) -> list[Path]:
+    """The Path objects inside a locate result (a Path, or tuples, lists and dicts holding them)."""
+    if isinstance(found, Path):
+        return [found]
+    if isinstance(found, dict):
+        found = list(found.values())
+    if isinstance(found, (list, tuple)):
+        return [p for item in found for p in _paths_in(item)]
+    return []
 
 
 def fetch(spec: DatasetSpec, data_dir: str | os.PathLike | None, split: str, download: bool):
@@ -150,7 +191,7 @@ def fetch(spec: DatasetSpec, data_dir: str | os.PathLike | None, split: str, dow
         if not remote.needed_for(split) or (dest / remote.filename).is_file():
             continue
         try:
-            download_file(remote.url, dest / remote.filename, md5=remote.md5)
+            download_file(remote.url, dest / remote.filename, md5=remote.md5, sha256=remote.sha256)
         except ChecksumError:
             raise
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
@@ -158,6 +199,7 @@ def fetch(spec: DatasetSpec, data_dir: str | os.PathLike | None, split: str, dow
     found = spec.locate(dest, split) if dest.is_dir() else None
     if found is None:
         raise not_found(spec, folders, split, f"The downloaded files in {dest} were not recognised.")
+    verify_found(spec, found, split)  # files that were already there; the new ones were checked as they came
     return found
 
 

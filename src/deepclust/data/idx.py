@@ -141,9 +141,11 @@ _SPLIT_OF = {"train_images": ("train",), "train_labels": ("train",), "test_image
              "test_labels": ("test",)}
 
 
-def _remote_files(base_url: str, md5s: dict[str, str | None]) -> tuple[RemoteFile, ...]:
+def _remote_files(base_url: str, md5s: dict[str, str], gunzip_md5s: dict[str, str] | None = None
+                  ) -> tuple[RemoteFile, ...]:
     return tuple(
-        RemoteFile(f"{stem}.gz", f"{base_url}{stem}.gz", md5s[role], _SPLIT_OF[role])
+        RemoteFile(f"{stem}.gz", f"{base_url}{stem}.gz", md5s[role], _SPLIT_OF[role],
+                   gunzip_md5=(gunzip_md5s or {}).get(role))
         for role, stem in _STEMS.items()
     )
 
@@ -153,7 +155,9 @@ _ALTERNATIVES = ("the same files uncompressed (without .gz)",
                  "the dotted names train-images.idx3-ubyte, train-labels.idx1-ubyte, t10k-images.idx3-ubyte, "
                  "t10k-labels.idx1-ubyte")
 
-# md5 sums: the ones torchvision lists for these exact files.
+# md5 sums: the ones torchvision lists for these exact files. For MNIST also the md5 of each file's
+# decompressed bytes (the same for every copy of the data, however it was gzipped): the common copies
+# recompressed with another gzip time stamp, like the shared benchmark copy of train-images, are accepted.
 register(DatasetSpec(
     name="mnist",
     loader=load_mnist,
@@ -166,6 +170,11 @@ register(DatasetSpec(
         "train_labels": "d53e105ee54ea40749a09fcbcd1e9432",
         "test_images": "9fb629c4189551a2d022fa330f9573f3",
         "test_labels": "ec29112dd5afa0611ce80d1b7f02629c",
+    }, {
+        "train_images": "6bbc9ace898e44ae57da46a324031adb",
+        "train_labels": "a25bea736e30d166cdddb491f175f624",
+        "test_images": "2646ac647ad5339dbf082846283269ea",
+        "test_labels": "27ae3e4e09519cfbb04c329615203637",
     }),
     splits=("train", "test", "all"),
     locate=locate_idx,
