@@ -296,8 +296,11 @@ def _add_predict_parser(sub) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from ._io import write_text
+    from ._io import check_writable_output, write_text
     from .pipeline.predict import predict_images, predictions_csv
+
+    if args.out is not None:
+        check_writable_output(args.out)  # before any image is read
 
     rows = predict_images(args.run_dir, args.images, on_error="skip" if args.skip_unreadable else "raise")
     text = predictions_csv(rows)

@@ -17,7 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._io import jsonable_params, rows_to_csv, write_json, write_npy, write_text
+from .._io import (
+    RunLock,
+    check_output_folder,
+    jsonable_params,
+    rows_to_csv,
+    write_json,
+    write_npy,
+    write_text,
+)
 from ..config import AUTO, RunConfig
 from ..data import ImageDataset
 from ..deep import AEKMeans, as_image_tensor, save_model
@@ -70,8 +78,20 @@ def choose_k_for_run(config: RunConfig, paths: RunPaths, method, X: np.ndarray,
 def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
     """Cluster ``config.dataset`` with ``config.method`` and write a new run folder.
 
-    ``resume`` continues an interrupted run in its own folder from its last checkpoint.
+    ``resume`` continues an interrupted run in its own folder from its last checkpoint. One process at a
+    time writes a run folder (``RunLock``); a second ``--resume`` of a run in progress is refused.
     """
+    lock = RunLock(resume).acquire() if resume else None
+    try:
+        return _run(config, resume, lock)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(config: RunConfig, resume, lock: RunLock | None) -> RunResult:
+    if not resume:
+        check_output_folder(config.out)  # a bad --out fails before any work
     backbone = None  # what the pretrained backbone is, when one makes the features
     if config.backbone:
         dataset, X, n_clusters, backbone = load_backbone_inputs(fit_config(config))
@@ -88,6 +108,7 @@ def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
         set_status(paths, "running")
     else:
         paths = create_run_dir(config.out, f"{dataset.name}-{config.method}")
+        lock = RunLock(paths.root).acquire()
     if trains:
         method.set_params(checkpoint_dir=str(paths.checkpoints))
     try:
@@ -136,8 +157,12 @@ def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
         if resume or trains:
             set_status(paths, "failed")  # keep checkpoints: hours of training may be in them
         else:
+            lock.release()
             shutil.rmtree(paths.root, ignore_errors=True)  # never leave a half-written run behind
         raise
+    finally:
+        if not resume:
+            lock.release()
     return RunResult(paths, metrics, labels, dataset)
 
 
