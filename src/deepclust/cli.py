@@ -181,13 +181,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from . import distributed as D
     from .pipeline.run import format_summary, resume_run, run
 
-    if args.resume:
-        print(format_summary(resume_run(args.resume)))
+    if not D.launched_by_torchrun():
+        result = resume_run(args.resume) if args.resume else run(_run_config(args))
+        print(format_summary(result))
         return 0
-    result = run(_run_config(args))
-    print(format_summary(result))
+    # torchrun --nproc_per_node N -m deepclust run ...: every process runs, rank 0 writes and reports
+    if args.resume:
+        raise ValueError("--resume runs in one process; resume with plain 'deepclust run --resume'.")
+    with D.distributed_session(args.device):
+        result = run(_run_config(args))
+        main_process = D.is_main_process()
+    if main_process:
+        print(format_summary(result))
     return 0
 
 

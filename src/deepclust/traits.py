@@ -42,6 +42,8 @@ class MethodTraits:
         It can start from an autoencoder pretrained elsewhere (``autoencoder=``), skipping pretraining.
     option_groups : tuple of str
         The groups of run options it reads (see :data:`deepclust.config.OPTION_GROUPS`).
+    fits_across_processes : bool
+        Under ``torchrun`` its ``fit`` is collective: each process passes its shard of the rows.
     """
 
     method_name: ClassVar[str | None] = None
@@ -52,6 +54,7 @@ class MethodTraits:
     pretrains_autoencoder: ClassVar[bool] = False
     reuses_autoencoder: ClassVar[bool] = False
     option_groups: ClassVar[tuple[str, ...]] = ()
+    fits_across_processes: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -61,5 +64,5 @@ class MethodTraits:
     def traits(cls) -> dict:
         """The traits as a dict (for ``config.json`` and tests)."""
         names = ("method_name", "summary", "input_kind", "trains_network", "saves_model",
-                 "pretrains_autoencoder", "reuses_autoencoder", "option_groups")
+                 "pretrains_autoencoder", "reuses_autoencoder", "option_groups", "fits_across_processes")
         return {name: getattr(cls, name) for name in names}

@@ -122,6 +122,7 @@ class KMeans(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
     method_name = "kmeans"
     summary = "k-means on the pixels (our own: PyTorch, k-means++, Elkan)"
     option_groups = ("kmeans",)
+    fits_across_processes = True
 
     def __init__(self, n_clusters: int = 8, *, init="k-means++", n_init: int = 10, max_iter: int = 300,
                  tol: float = 1e-4, init_size="auto", algorithm: str = "lloyd", batch_size: int = 4096,

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import distributed as D
 from .._io import (
     RunLock,
     check_output_folder,
@@ -93,8 +94,11 @@ def _run(config: RunConfig, resume, lock: RunLock | None) -> RunResult:
     if not resume:
         check_output_folder(config.out)  # a bad --out fails before any work
     backbone = None  # what the pretrained backbone is, when one makes the features
+    embedding_seconds = None
     if config.backbone:
+        tick = time.perf_counter()
         dataset, X, n_clusters, backbone = load_backbone_inputs(fit_config(config))
+        embedding_seconds = round(time.perf_counter() - tick, 4)  # extraction, or reading the cache
     else:  # a folder's train/ when test/ is held out
         dataset, X, n_clusters = load_inputs(fit_config(config))
     if config.from_run and not (Path(config.from_run) / "model" / "model.json").is_file():
@@ -103,6 +107,15 @@ def _run(config: RunConfig, resume, lock: RunLock | None) -> RunResult:
     k_values = auto_k_values(config, X.shape[0]) if n_clusters == AUTO else None
     method = build_method(config, k_values[0] if k_values else n_clusters)
     trains = type(method).trains_network
+    if D.is_distributed():  # under torchrun: each process fits its shard; rank 0 alone writes
+        _check_distributed(config, method, k_values)
+        X_fit = X[D.shard_slice(len(X))]
+        if not D.is_main_process():
+            method.fit(X_fit)
+            D.concat_shards(np.asarray(method.labels_, dtype=np.int64))  # rank 0 gathers the labels
+            return RunResult(None, {}, np.zeros(0, np.int64), dataset)
+    else:
+        X_fit = X
     if resume:
         paths = RunPaths(Path(resume))
         set_status(paths, "running")
@@ -124,16 +137,24 @@ def _run(config: RunConfig, resume, lock: RunLock | None) -> RunResult:
         if trains:
             method.fit(X, dataset.labels)  # labels only feed the per-epoch log, never the training
         else:
-            method.fit(X)
+            method.fit(X_fit)
         seconds = time.perf_counter() - start
         if pretrained_history:  # the pretraining done while choosing k belongs to this run's curves
             method.history_ = pretrained_history + method.history_
         labels = np.asarray(method.labels_, dtype=np.int64)
+        if X_fit is not X:
+            labels = D.concat_shards(labels)  # every rank's labels, in data order
+            metrics_extra = {"processes": D.world_size()}
+        else:
+            metrics_extra = {}
         space = getattr(method, "embedding_", X)
         metrics = evaluate_clustering(labels, dataset.labels, space, random_state=config.seed)
         metrics.update(seconds=round(seconds, 4), metric_space="embedding" if space is not X else "input")
+        if embedding_seconds is not None:
+            metrics["embedding_seconds"] = embedding_seconds
         if hasattr(method, "inertia_"):
             metrics.update(inertia=float(method.inertia_), n_iter=int(method.n_iter_))
+        metrics.update(metrics_extra)
         if config.metrics:
             metrics["spaces"] = metrics_by_space(method, X, labels, seed=config.seed)
         # preprocessing.json; an image folder's held-out test/ and class mappings
@@ -164,6 +185,18 @@ def _run(config: RunConfig, resume, lock: RunLock | None) -> RunResult:
         if not resume:
             lock.release()
     return RunResult(paths, metrics, labels, dataset)
+
+
+def _check_distributed(config: RunConfig, method, k_values) -> None:
+    """What runs under torchrun today: methods whose fit is collective, with k given."""
+    if not type(method).fits_across_processes:
+        from ..methods import METHODS
+
+        names = ", ".join(sorted(n for n, c in METHODS.items() if c.fits_across_processes))
+        raise ValueError(f"--method {config.method} runs in one process only; under torchrun use {names}, "
+                         "or run it with plain 'deepclust run'.")
+    if k_values:
+        raise ValueError("--clusters auto runs in one process only; under torchrun give -k K.")
 
 
 def metrics_by_space(method, X: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> dict[str, dict]:
