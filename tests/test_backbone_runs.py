@@ -114,3 +114,34 @@ def test_backbones_command_lists_every_entry(capsys):
     assert main(["backbones"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in list_backbones()) and "Apache-2.0" in out
+
+
+def test_a_colour_photo_folder_without_a_method_gets_the_photo_pipeline(tmp_path, photos, capsys):
+    from deepclust.config import PHOTO_BACKBONE, PHOTO_METHOD
+
+    out = tmp_path / "runs"
+    assert main(["run", "-d", str(photos), "--feature-cache", str(tmp_path / "cache"), "--out", str(out),
+                 "--no-progress"]) == 0
+    (run_dir,) = list(out.iterdir())
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["method"]["name"] == PHOTO_METHOD and saved["embedding"]["backbone"] == PHOTO_BACKBONE
+    assert "colour photos" in saved["resolved"]["pipeline_chosen"]
+    assert "colour photos" in capsys.readouterr().err
+
+
+def test_a_grey_folder_without_a_method_keeps_the_default(tmp_path):
+    from deepclust.config import DEFAULT_METHOD, RunConfig
+    from deepclust.pipeline.defaults import choose_pipeline
+
+    grey = tmp_path / "grey"
+    for c in ("a", "b"):
+        (grey / c).mkdir(parents=True)
+        for i in range(3):  # grey pictures, one of them stored as RGB
+            image = Image.fromarray(np.full((16, 16), 40 * i + 20 * (c == "b"), dtype=np.uint8))
+            (image.convert("RGB") if i == 0 else image).save(grey / c / f"{i}.png")
+    config, chosen = choose_pipeline(RunConfig(dataset=str(grey), method=None))
+    assert config.method == DEFAULT_METHOD and config.backbone is None and chosen is None
+    config, _ = choose_pipeline(RunConfig(dataset="digits", method=None))
+    assert config.method == DEFAULT_METHOD
+    kept, chosen = choose_pipeline(RunConfig(dataset=str(grey), method="kmeans"))
+    assert kept.method == "kmeans" and chosen is None

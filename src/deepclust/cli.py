@@ -7,7 +7,7 @@ import copy
 import sys
 
 from . import __version__
-from .config import DEFAULT_METHOD
+from .config import DEFAULT_METHOD, PHOTO_METHOD
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--feature-cache", default=None, metavar="DIR",
                      help="where backbone features are cached (default: $DEEPCLUST_CACHE/features, else "
                           "~/.cache/deepclust/features)")
-    run.add_argument("--method", choices=_method_names(), default=DEFAULT_METHOD,
-                     help=f"clustering method (default: {DEFAULT_METHOD}): "
+    run.add_argument("--method", choices=_method_names(), default=None,
+                     help=f"clustering method (default: chosen from the data: a folder of colour photos gets "
+                          f"pretrained features and {PHOTO_METHOD}, anything else {DEFAULT_METHOD}): "
                           + "; ".join(f"{name}: {summary}" for name, summary in _method_summaries()))
     run.add_argument("-k", "--clusters", type=_clusters_arg, default=None, metavar="K|auto",
                      help="number of clusters, or 'auto' to try --k-range and keep the k with the best "

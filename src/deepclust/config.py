@@ -18,6 +18,9 @@ from typing import Any
 
 DEFAULT_DATASET = "digits"
 DEFAULT_METHOD = "n2d"
+# A folder of colour photographs with no method named: these features, this method (pipeline/defaults.py).
+PHOTO_BACKBONE = "efficientnet-lite0"
+PHOTO_METHOD = "umap-gmm"
 AUTO = "auto"  # n_clusters="auto": choose k by the silhouette (--clusters auto)
 
 DATA, EMBEDDING, RUN = "data", "embedding", "run"

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from ..progress import progress_enabled
 from ..report import try_write_report
 from ..runs import RunPaths, create_run_dir, set_status, versions
 from .build import build_method
+from .defaults import choose_pipeline
 from .folder import after_fit, fit_config, summary_lines
 from .inputs import auto_k_values, load_backbone_inputs, load_inputs
 
@@ -84,13 +86,16 @@ def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
     """
     lock = RunLock(resume).acquire() if resume else None
     try:
-        return _run(config, resume, lock)
+        config, chosen = choose_pipeline(config)
+        if chosen:
+            print(f"deepclust: {chosen}", file=sys.stderr)
+        return _run(config, resume, lock, chosen)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _run(config: RunConfig, resume, lock: RunLock | None) -> RunResult:
+def _run(config: RunConfig, resume, lock: RunLock | None, chosen: str | None = None) -> RunResult:
     if not resume:
         check_output_folder(config.out)  # a bad --out fails before any work
     backbone = None  # what the pretrained backbone is, when one makes the features
@@ -126,14 +131,15 @@ def _run(config: RunConfig, resume, lock: RunLock | None) -> RunResult:
         method.set_params(checkpoint_dir=str(paths.checkpoints))
     try:
         arch_k = k_values[0] if k_values else n_clusters  # auto: the autoencoder is built for the first k
-        _write_config(paths, config, dataset, X, n_clusters, method, arch_clusters=arch_k, backbone=backbone)
+        _write_config(paths, config, dataset, X, n_clusters, method, arch_clusters=arch_k, backbone=backbone,
+                      chosen=chosen)
         start = time.perf_counter()
         pretrained_history: list[dict] = []
         if k_values:  # --clusters auto: choose k first (pretraining the autoencoder once), then fit with it
             selection, pretrained_history = choose_k_for_run(config, paths, method, X, k_values)
             n_clusters = selection["best_k"]
             _write_config(paths, config, dataset, X, n_clusters, method, arch_clusters=arch_k,
-                          backbone=backbone, k_selection=selection)
+                          backbone=backbone, k_selection=selection, chosen=chosen)
         if trains:
             method.fit(X, dataset.labels)  # labels only feed the per-epoch log, never the training
         else:
@@ -292,7 +298,7 @@ def format_summary(result: RunResult) -> str:
 
 
 def _write_config(paths, config, dataset, X, n_clusters, method, *, arch_clusters=None,
-                  k_selection=None, backbone: dict | None = None) -> None:
+                  k_selection=None, backbone: dict | None = None, chosen: str | None = None) -> None:
     """``config.json``: the data, run and method parts of the config (only the options the method reads),
     what they resolved to, and the versions."""
     resolved_k = {} if k_selection is None else {"k_selection": {
@@ -307,6 +313,7 @@ def _write_config(paths, config, dataset, X, n_clusters, method, *, arch_cluster
             "n_features": int(np.prod(X.shape[1:])),
             "architecture": _architecture(config, dataset, method, arch_clusters or n_clusters),
             "backbone": backbone,  # pretrained weights made the features: name, weights, source, licence
+            "pipeline_chosen": chosen,  # why this method (and backbone) when none was named
             **resolved_k,
             "image_shape": list(dataset.images.shape[1:]),
             "method_params": jsonable_params(method.get_params()),

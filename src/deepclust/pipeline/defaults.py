@@ -1,0 +1,63 @@
+"""The pipeline a run gets when no method is named: chosen from the data, and recorded with the reason.
+
+- A folder of colour photographs: the features of a frozen pretrained backbone
+  (``config.PHOTO_BACKBONE``, which works offline) clustered by ``config.PHOTO_METHOD``, the best pipeline
+  measured on such features (benchmarks/RESULTS.md). Pixels and autoencoders are near chance on photos.
+- Backbone features asked for with ``--backbone``: the same ``PHOTO_METHOD``.
+- Anything else (grey digits, objects, small images): :data:`deepclust.config.DEFAULT_METHOD`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DEFAULT_METHOD, PHOTO_BACKBONE, PHOTO_METHOD, RunConfig
+from .folder import folder_layout
+
+_SAMPLE = 8  # image files looked at to tell colour from grey
+
+
+def choose_pipeline(config: RunConfig) -> tuple[RunConfig, str | None]:
+    """``config`` with its method (and, for colour photos, its backbone) filled in when none was named,
+    and one line saying what was chosen and why (None when the user chose)."""
+    if config.method is not None:
+        return config, None
+    if config.backbone:
+        return (dataclasses.replace(config, method=PHOTO_METHOD),
+                f"method {PHOTO_METHOD}: the best measured on pretrained features (--method to choose)")
+    if not config.grayscale and _colour_photo_folder(config.dataset):
+        return (dataclasses.replace(config, method=PHOTO_METHOD, backbone=PHOTO_BACKBONE),
+                f"colour photos: {PHOTO_BACKBONE} features clustered by {PHOTO_METHOD} (pass --method, "
+                "and --backbone, to choose)")
+    return dataclasses.replace(config, method=DEFAULT_METHOD), None
+
+
+def _colour_photo_folder(dataset: str) -> bool:
+    """Whether ``dataset`` is an image folder whose first images are in colour (read from their headers)."""
+    layout = folder_layout(dataset)
+    if layout is None:
+        return False
+    from PIL import Image
+
+    from ..data.image_folder import list_image_folder
+
+    try:
+        files, _, _ = list_image_folder(layout.path, split="train" if layout.has_train else "all")
+    except (OSError, ValueError):
+        return False  # the data stage says what is wrong with the folder
+    for path in files[:_SAMPLE]:
+        try:
+            with Image.open(Path(path)) as image:
+                if image.mode in ("1", "L", "LA", "I", "I;16", "F"):
+                    continue
+                image.draft("RGB", (64, 64))  # JPEGs decode at a fraction of their size
+                rgb = np.asarray(image.convert("RGB").resize((32, 32)), dtype=np.int16)
+        except OSError:
+            continue
+        # grey pictures stored as RGB have R = G = B
+        if np.abs(rgb[..., 0] - rgb[..., 1]).mean() + np.abs(rgb[..., 1] - rgb[..., 2]).mean() > 4:
+            return True
+    return False
