@@ -13,10 +13,10 @@ from deepclust import DeepCluster
 from deepclust.cli import main
 from deepclust.data.transforms import sobel
 from deepclust.deep import load_model, save_model
-from deepclust.deep.crop_flip import random_resized_crop
-from deepclust.deep.empty_clusters import repair_empty_clusters
-from deepclust.deep.pca_whitening import PCAWhitening
-from deepclust.deep.sampler import uniform_label_sampler
+from deepclust.deep.deepcluster.crop_flip import random_resized_crop
+from deepclust.deep.deepcluster.empty_clusters import repair_empty_clusters
+from deepclust.deep.deepcluster.pca_whitening import PCAWhitening
+from deepclust.deep.deepcluster.sampler import uniform_label_sampler
 from deepclust.models.convnets import InputFrontEnd, build_convnet, list_convnets
 
 FAST = dict(epochs=2, batch_size=32, pca_dim=8, n_init=2, verbose=False)

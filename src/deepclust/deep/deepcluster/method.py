@@ -31,19 +31,19 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from torch import nn
 
-from .._validation import check_n_clusters, check_positive_int, resolve_device
-from ..cluster import KMeans
-from ..metrics import clustering_accuracy, normalized_mutual_info
-from ..models.convnets import INPUT_MODES, ConvNet, build_convnet
-from ..progress import progress
-from ..traits import IMAGES, MethodTraits
-from .base import as_image_tensor
+from ..._validation import check_n_clusters, check_positive_int, resolve_device
+from ...cluster import KMeans
+from ...metrics import clustering_accuracy, normalized_mutual_info
+from ...models.convnets import INPUT_MODES, ConvNet, build_convnet
+from ...progress import progress
+from ...traits import IMAGES, MethodTraits
+from ..base import as_image_tensor
+from ..loop import EpochLoop
+from ..training import make_optimizer
 from .crop_flip import AUGMENTATIONS, augment_batch
 from .empty_clusters import repair_empty_clusters
-from .loop import EpochLoop
 from .pca_whitening import PCAWhitening
 from .sampler import uniform_label_sampler
-from .training import make_optimizer
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "cosine")
@@ -281,7 +281,7 @@ class DeepCluster(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
     # --------------------------------------------------------------------------- use after fit
     def architecture(self, input_shape: tuple[int, int, int], n_clusters: int | None = None) -> dict:
         """The network a fit on (C, H, W) inputs builds: ``arch`` behind the ``input`` front end."""
-        from ..models.convnets import convnet_spec
+        from ...models.convnets import convnet_spec
 
         return convnet_spec(self.arch, tuple(input_shape), self.input)
 
