@@ -75,6 +75,8 @@ def test_recovers_directional_blobs(blobs, fitted):
     stages = [row["stage"] for row in fitted.history_]
     assert stages == ["scan"] * 30 + ["self-label"] * 10
     assert all(np.isfinite(row["loss"]) for row in fitted.history_ if row["stage"] == "scan")
+    confident = [row["confident"] for row in fitted.history_ if row["stage"] == "self-label"]
+    assert min(confident) > 0.3  # self-labelling had pseudo-labels to train on
 
 
 def test_same_seed_same_clusters(blobs, fitted):
@@ -122,8 +124,7 @@ def test_params_and_clone():
 
 
 def test_save_and_load_through_the_checkpoint_module(blobs, fitted, tmp_path, monkeypatch):
-    from deepclust.deep import checkpoint
-    from deepclust.deep import METHODS_BY_CLASS
+    from deepclust.deep import METHODS_BY_CLASS, checkpoint
 
     monkeypatch.setitem(METHODS_BY_CLASS, "SCAN", SCAN)  # the lead registers it there for real
     X, _ = blobs

@@ -34,8 +34,13 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClusterMixin
 from torch import nn
 
-from .._validation import check_features, check_n_clusters, check_positive_int, check_random_state, \
-    resolve_device
+from .._validation import (
+    check_features,
+    check_n_clusters,
+    check_positive_int,
+    check_random_state,
+    resolve_device,
+)
 from ..progress import progress
 
 _AUGMENTS = ("dropout", "noise", "neighbor-mix", "none")
@@ -143,7 +148,7 @@ class SCAN(ClusterMixin, BaseEstimator):
     self_label : bool, default=True
         Fine-tune the kept head on its own confident predictions.
     self_label_epochs : int, default=50
-    confidence : float, default=0.95
+    confidence : float, default=0.9
         Probability above which a prediction becomes a pseudo-label (SCAN's images use 0.99).
     augment : {"dropout", "noise", "neighbor-mix", "none"}, default="dropout"
         Perturbation of the rows seen by the loss in place of image augmentation.
@@ -182,9 +187,9 @@ class SCAN(ClusterMixin, BaseEstimator):
     def __init__(self, n_clusters: int = 10, *, n_neighbors: int = 20, n_heads: int = 10, hidden: int = 0,
                  epochs: int = 50, batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 1e-4,
                  entropy_weight: float = 5.0, temperature: float = 0.1, self_label: bool = True,
-                 self_label_epochs: int = 50, confidence: float = 0.95, augment: str = "dropout", augment_strength: float = 0.5,
-                 augment_scan: bool = False, chunk_size: int = 2048, device: str = "cpu",
-                 random_state=None, verbose: bool = False):
+                 self_label_epochs: int = 50, confidence: float = 0.9, augment: str = "dropout",
+                 augment_strength: float = 0.5, augment_scan: bool = False, chunk_size: int = 2048,
+                 device: str = "cpu", random_state=None, verbose: bool = False):
         self.n_clusters = n_clusters
         self.n_neighbors = n_neighbors
         self.n_heads = n_heads
@@ -279,7 +284,8 @@ class SCAN(ClusterMixin, BaseEstimator):
                 opt.zero_grad(set_to_none=True)
                 total.sum().backward()  # heads are independent: the sum trains each on its own loss
                 opt.step()
-                sums += torch.stack([total.mean(), cons.mean(), ent.mean()]).detach().double().cpu() * len(idx)
+                parts = torch.stack([total.mean(), cons.mean(), ent.mean()]).detach()
+                sums += parts.double().cpu() * len(idx)
                 count += len(idx)
             loss, cons, ent = (sums / count).tolist()
             self.history_.append({"stage": "scan", "epoch": epoch + 1, "loss": loss, "consistency": cons,
@@ -320,7 +326,7 @@ class SCAN(ClusterMixin, BaseEstimator):
                 confident += int(mask.sum())
                 # Class-balanced: each pseudo-class weighs inversely to its count among the confident rows.
                 counts = torch.bincount(target[mask], minlength=k).to(x.dtype)
-                weight = torch.where(counts > 0, counts.sum() / counts.clamp(min=1) / k, torch.zeros_like(counts))
+                weight = torch.where(counts > 0, counts.sum() / counts.clamp(min=1) / k, 0.0)
                 logits = head(self._perturb(x[mask], idx[mask], Xn, neighbors, gen))[0]
                 loss = F.cross_entropy(logits, target[mask], weight=weight)
                 opt.zero_grad(set_to_none=True)
