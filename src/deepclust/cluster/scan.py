@@ -7,9 +7,9 @@ CC BY-NC and was not used). Here the backbone is frozen, so only a small head is
 1. **Mine neighbours.** Rows are L2-normalised (so dot products are cosine similarities) and each row's
    ``n_neighbors`` nearest other rows are found in chunks: memory beyond ``X`` is
    O(chunk_size * n_samples).
-2. **Clustering loss.** ``n_heads`` independent heads (linear, or one hidden layer) map a row to
-   ``n_clusters`` probabilities. For a row i and a random neighbour j the loss is
-   ``-log <p_i, p_j>`` (neighbours should land in the same cluster, confidently) minus
+2. **Clustering loss.** ``n_heads`` independent heads (linear, or one hidden layer; logits divided by
+   ``temperature``) map a row to ``n_clusters`` probabilities. For a row i and a random neighbour j
+   the loss is ``-log <p_i, p_j>`` (neighbours should land in the same cluster, confidently) minus
    ``entropy_weight`` times the entropy of the batch's mean prediction (so not all in one cluster).
    The head with the lowest loss on all rows and all their neighbours is kept: no labels are used.
 3. **Self-labelling** (``self_label=True``). Rows the kept head assigns with probability above
@@ -69,8 +69,9 @@ def mine_neighbors(X: torch.Tensor, n_neighbors: int, *, chunk_size: int = 2048)
 class _Heads(nn.Module):
     """``n_heads`` independent heads evaluated at once: (batch, in) -> logits (n_heads, batch, k).
 
-    ``hidden == 0``: one linear layer per head; else Linear -> BatchNorm-free ReLU -> Linear.
-    ``spec`` holds everything needed to rebuild it (see ``SCAN._rebuild_network``).
+    ``hidden == 0``: one linear layer per head; else Linear -> ReLU -> Linear. The logits are divided
+    by ``spec["temperature"]``. ``spec`` holds everything needed to rebuild it (see
+    ``SCAN._rebuild_network``).
     """
 
     def __init__(self, spec: dict, generator: torch.Generator | None = None):
