@@ -1,6 +1,7 @@
 """Clustering algorithms that work on feature vectors."""
 
 from .kmeans import KMeans
+from .scan import SCAN
 from .umap_gmm import UMAPGMM
 
-__all__ = ["KMeans", "UMAPGMM"]
+__all__ = ["KMeans", "SCAN", "UMAPGMM"]
