@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="dimensions of the UMAP map (default: the number of clusters)")
     manifold.add_argument("--umap-metric", default="euclidean",
                           help="UMAP's metric, e.g. euclidean or cosine (default: euclidean)")
+    scan = run.add_argument_group("SCAN (--method scan, on --backbone features)")
+    scan.add_argument("--scan-neighbors", type=int, default=20, metavar="N",
+                      help="nearest neighbours each point should agree with (default: 20)")
+    scan.add_argument("--scan-epochs", type=int, default=50, metavar="N",
+                      help="epochs of the clustering step (default: 50; self-labelling has its own 50)")
+    scan.add_argument("--no-self-label", dest="self_label", action="store_false",
+                      help="skip the self-labelling step on confident points")
     dc = run.add_argument_group(
         "deepcluster (--method deepcluster; also uses -a/--arch: alexnet-small (default) or vgg-small, "
         "-k, --batch-size, --n-init and --backend)")
@@ -218,7 +225,8 @@ def _run_config(args: argparse.Namespace):
         top_optimizer=args.top_optimizer, dc_lr=args.dc_lr, dc_lr_schedule=args.dc_lr_schedule,
         dc_augment=args.dc_augment, cluster_optimizer=args.cluster_optimizer, cluster_lr=args.cluster_lr,
         cluster_augment=args.cluster_augment, umap_neighbors=args.umap_neighbors, umap_dim=args.umap_dim,
-        umap_metric=args.umap_metric,
+        umap_metric=args.umap_metric, scan_neighbors=args.scan_neighbors, scan_epochs=args.scan_epochs,
+        self_label=args.self_label,
         from_run=args.from_run, visualize=args.visualize, metrics=args.metrics,
         progress=False if args.no_progress else None,
     )

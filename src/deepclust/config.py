@@ -20,7 +20,7 @@ DEFAULT_DATASET = "digits"
 DEFAULT_METHOD = "n2d"
 # A folder of colour photographs with no method named: these features, this method (pipeline/defaults.py).
 PHOTO_BACKBONE = "efficientnet-lite0"
-PHOTO_METHOD = "umap-gmm"
+PHOTO_METHOD = "scan"
 AUTO = "auto"  # n_clusters="auto": choose k by the silhouette (--clusters auto)
 
 DATA, EMBEDDING, RUN = "data", "embedding", "run"
@@ -30,6 +30,7 @@ OPTION_GROUPS = {
     "autoencoder": "autoencoder pretraining (architecture, epochs, optimiser, loss, augmentation)",
     "clustering_stage": "the trained clustering stage of DEC, IDEC and DCN",
     "manifold": "the UMAP map that N2D and umap-gmm cluster in",
+    "scan": "SCAN's neighbours, training epochs and self-labelling",
     "deepcluster": "DeepCluster's network, front end, epochs and optimisers",
 }
 
@@ -87,6 +88,10 @@ class RunConfig:
     umap_neighbors: int = _option(20, "manifold", param="n_neighbors")
     umap_dim: int | None = _option(None, "manifold", param="manifold_dim")  # None: n_clusters
     umap_metric: str = _option("euclidean", "manifold", param="metric")
+    # SCAN on feature vectors
+    scan_neighbors: int = _option(20, "scan", param="n_neighbors")
+    scan_epochs: int = _option(50, "scan", param="epochs")
+    self_label: bool = _option(True, "scan")
     # deepcluster
     dc_input: str = _option("sobel", "deepcluster", param="input")  # grey, colour, sobel or colour+sobel
     dc_epochs: int = _option(15, "deepcluster", param="epochs")

@@ -42,6 +42,7 @@ from .._validation import (
     resolve_device,
 )
 from ..progress import progress
+from ..traits import MethodTraits
 
 _AUGMENTS = ("dropout", "noise", "neighbor-mix", "none")
 
@@ -119,7 +120,7 @@ def scan_loss(logits_i: torch.Tensor, logits_j: torch.Tensor, entropy_weight: fl
     return consistency - entropy_weight * entropy, consistency, entropy
 
 
-class SCAN(ClusterMixin, BaseEstimator):
+class SCAN(MethodTraits, ClusterMixin, BaseEstimator):
     """SCAN clustering head trained on frozen feature vectors (e.g. pretrained backbone features).
 
     Rows are L2-normalised inside ``fit``/``predict`` (cosine geometry, as pretrained features are
@@ -183,6 +184,10 @@ class SCAN(ClusterMixin, BaseEstimator):
     fit_seconds_ : float
     """
 
+    method_name = "scan"
+    summary = "SCAN's clustering head and self-labelling on feature vectors (Van Gansbeke et al. 2020)"
+    option_groups = ("scan",)
+    saves_model = True
     _network_attr = "head_"  # for deepclust.deep.checkpoint.save_model / load_model
 
     def __init__(self, n_clusters: int = 10, *, n_neighbors: int = 20, n_heads: int = 10, hidden: int = 0,
