@@ -20,6 +20,12 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """predict and embed without --feature-cache use $DEEPCLUST_CACHE: never the user's own cache."""
+    monkeypatch.setenv("DEEPCLUST_CACHE", str(tmp_path / "default-cache"))
+
+
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     """Three class folders of 5 small colour images each (red, green or blue with noise), of two sizes."""
