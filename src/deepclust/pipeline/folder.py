@@ -91,7 +91,7 @@ def after_fit(paths, config, method, dataset: ImageDataset, X: np.ndarray, *,
         extra["test"] = {**scores, "metric_space": "embedding" if _embeds(method) else "input"}
         write_text(paths.test_assignments, _assignments_csv(test, predicted))
         if test.labels is not None:
-            from .plots import plot_confusion_matrix
+            from ..report.plots import plot_confusion_matrix
 
             plot_confusion_matrix(test.labels, predicted, paths.test_confusion_plot,
                                   class_names=test.class_names)
