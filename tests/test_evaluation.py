@@ -27,8 +27,8 @@ def _quiet(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _no_report_module(monkeypatch):
-    """Tests see no deepclust.report unless they install one (it is built elsewhere)."""
-    monkeypatch.setitem(sys.modules, "deepclust.report", None)
+    """Tests see no deepclust.report.page unless they install one (it is built elsewhere)."""
+    monkeypatch.setitem(sys.modules, "deepclust.report.page", None)
 
 
 @pytest.fixture
@@ -153,21 +153,21 @@ def test_two_folds_end_to_end(bars, tmp_path, monkeypatch):
         assert f"| {method} |" in summary
     assert "±" in summary
     status = json.loads((root / "status.json").read_text())
-    assert status["status"] == "complete" and "deepclust.report" in status["report_error"]
+    assert status["status"] == "complete" and "deepclust.report.page" in status["report_error"]
     config = json.loads((root / "config.json").read_text())
     assert config["evaluation"]["methods"] == list(methods) and config["evaluation"]["folds"] == 2
 
 
 def test_seeds_protocol_from_the_command_line(bars, tmp_path, capsys, monkeypatch):
     calls = []
-    report = types.ModuleType("deepclust.report")
+    report = types.ModuleType("deepclust.report.page")
 
     def write_comparison_report(rows, path, title, protocol_text):
         calls.append((len(rows), title, protocol_text))
         Path(path).write_text("<html></html>")
 
     report.write_comparison_report = write_comparison_report
-    monkeypatch.setitem(sys.modules, "deepclust.report", report)
+    monkeypatch.setitem(sys.modules, "deepclust.report.page", report)
     out = tmp_path / "out"
     argv = ["evaluate", "-d", str(bars), "--methods", "kmeans", "--seeds", "0,1", "--out", str(out)]
     assert main(argv) == 0

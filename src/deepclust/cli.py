@@ -365,7 +365,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .report.page import write_report
 
     print(write_report(args.run_dir))
     return 0

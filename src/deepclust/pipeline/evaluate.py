@@ -345,9 +345,9 @@ def _write_results(paths: RunPaths, rows: list[dict], protocol: str) -> None:
 def _write_report(paths: RunPaths, rows: list[dict], name: str, protocol: str) -> str | None:
     """``report.html`` through the report module; a failure there is reported, never fatal here."""
     try:
-        from ..report import write_comparison_report
+        from ..report.page import write_comparison_report
     except ImportError as err:
-        message = f"report.html not written: deepclust.report is unavailable ({err})."
+        message = f"report.html not written: deepclust.report.page is unavailable ({err})."
         print(f"deepclust: warning: {message}", file=sys.stderr)
         return message
     try:

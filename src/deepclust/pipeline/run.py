@@ -33,7 +33,7 @@ from ..data import ImageDataset
 from ..deep import AEKMeans, as_image_tensor, save_model
 from ..metrics import evaluate_clustering
 from ..progress import progress_enabled
-from ..report import try_write_report
+from ..report.page import try_write_report
 from ..runs import RunPaths, create_run_dir, set_status, versions
 from .build import build_method
 from .defaults import choose_pipeline

@@ -1,5 +1,5 @@
-"""What a person reads: ``report.html`` of a run or a comparison (``page``) and the PNG plots (``plots``)."""
+"""What a person reads: ``report.html`` of a run or a comparison (``page``) and the PNG plots (``plots``).
 
-from .page import figure_data_uri, try_write_report, write_comparison_report, write_report
-
-__all__ = ["figure_data_uri", "try_write_report", "write_comparison_report", "write_report"]
+Import the module you need (``deepclust.report.page``, ``deepclust.report.plots``): this package file
+imports neither, so drawing a plot never loads the page builder (which reloads a run's data).
+"""
