@@ -36,6 +36,7 @@ from ..runs import RunPaths, create_run_dir, set_status, versions
 from .build import build_method
 from .folder import after_fit, fit_config, summary_lines
 from .inputs import auto_k_values, load_backbone_inputs, load_inputs
+from .validate import absolute_paths, validate
 
 
 @dataclass
@@ -81,6 +82,7 @@ def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
     ``resume`` continues an interrupted run in its own folder from its last checkpoint. One process at a
     time writes a run folder (``RunLock``); a second ``--resume`` of a run in progress is refused.
     """
+    config = absolute_paths(validate(config))  # every option checked before anything is written
     lock = RunLock(resume).acquire() if resume else None
     try:
         return _run(config, resume, lock)
