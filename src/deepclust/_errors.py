@@ -75,6 +75,8 @@ def _is_allocation(text: str) -> bool:
 
 def _os_error(err: OSError) -> str:
     """An OSError that names its file, whether or not the raiser gave one."""
+    if err.errno is None and err.filename is None:  # raised with a message of our own, which says it all
+        return _first_line(err) or type(err).__name__
     what = err.strerror or _first_line(err) or type(err).__name__
     if err.filename is not None:
         target = f"{err.filename} -> {err.filename2}" if err.filename2 is not None else f"{err.filename}"

@@ -88,7 +88,8 @@ def load_model(folder: str | os.PathLike):
     folder = Path(folder)
     config_path, weights_path = folder / MODEL_CONFIG, folder / MODEL_WEIGHTS
     if not os.path.lexists(config_path):
-        raise FileNotFoundError(f"No saved model in {folder}: expected {MODEL_CONFIG} and {MODEL_WEIGHTS}.")
+        raise FileNotFoundError(f"No saved model in {folder}: {config_path} is missing (expected "
+                                f"{MODEL_CONFIG} and {MODEL_WEIGHTS}); rerun 'deepclust run'.")
     config = read_json(config_path)
     cls, params, spec, input_shape = _checked_model_config(config, config_path)
     if not weights_path.is_file():

@@ -64,11 +64,14 @@ def load_run(run_dir: str | os.PathLike) -> FittedRun:
         raise FileNotFoundError(f"{root} is not a folder; pass a run folder written by 'deepclust run'.")
     saved = read_config(paths)
     status = read_status(paths)
+    if status == "unknown":
+        raise RunFolderError(paths.status, "is missing, so the run is not known to be complete",
+                             "finish the run (deepclust run --resume RUN_DIR) or restore the file")
     if status != "complete":
         raise ValueError(f"The run in {root} is {status}, not complete, so it has no final model to predict "
                          f"with; finish it first (deepclust run --resume {root}).")
     method = flat_options(saved)["method"]
-    if os.path.lexists(paths.model / MODEL_CONFIG):
+    if os.path.lexists(paths.model):  # a deep run: its model/ folder, whatever else the folder holds
         estimator = load_model(paths.model)
     elif os.path.lexists(paths.centers):
         centers = read_array(paths.centers, ndim=2).astype(np.float32)

@@ -20,6 +20,8 @@ MAX_RESIZE = 1024
 #: Largest --batch-size (a larger batch is the whole data set of any realistic run anyway).
 MAX_BATCH_SIZE = 2**20
 MAX_SEED = 2**32 - 1
+#: Widest layer (units of a dense layer, filters of a convolution) an architecture file may ask for.
+MAX_WIDTH = 2**16
 NORMALIZE = (None, "unit", "standard")
 
 # (field, option, minimum, allows None): integer options.
@@ -91,9 +93,14 @@ def absolute_paths(config: RunConfig) -> RunConfig:
         return None if value is None else str(Path(value).expanduser().absolute())
 
     changes = {"data_dir": absolute(config.data_dir), "from_run": absolute(config.from_run),
-               "out": absolute(config.out)}
+               "out": absolute(config.out), "backbone_weights": absolute(config.backbone_weights),
+               "feature_cache": absolute(config.feature_cache)}
     if canonical_name(str(config.dataset)) is None and Path(config.dataset).expanduser().exists():
         changes["dataset"] = absolute(config.dataset)
+    for name in ("arch", "backbone"):  # a file given by path (shipped names are not files here)
+        value = getattr(config, name)
+        if isinstance(value, str) and Path(value).suffix and Path(value).expanduser().is_file():
+            changes[name] = absolute(value)
     return dataclasses.replace(config, **changes)
 
 
@@ -159,7 +166,16 @@ def _check_arch(arch, groups: set[str]) -> None:
     if not path.exists():
         raise FileNotFoundError(f"--arch {arch}: no such file; pass a shipped name ({', '.join(known)}) "
                                 "or an existing JSON/YAML file.")
-    load_spec(path)  # syntax and type errors name the file and the line
+    spec = load_spec(path)  # syntax and type errors name the file and the line
+    for part in ("encoder", "decoder", "layers"):
+        layers = spec.get(part)
+        for i, layer in enumerate(layers if isinstance(layers, list) else []):
+            for key in ("units", "filters"):
+                value = layer.get(key) if isinstance(layer, dict) else None
+                if isinstance(value, int) and value > MAX_WIDTH:
+                    raise ValueError(f"{path}: {part} layer {i + 1} has {key}={value}, more than the "
+                                     f"{MAX_WIDTH} any layer may have (it would not fit in memory); use "
+                                     "fewer.")
 
 
 def _check_text(value, option: str, what: str) -> None:

@@ -102,6 +102,10 @@ def write_report(run_dir: str | os.PathLike, *, dataset=None, features: np.ndarr
         raise FileNotFoundError(f"{run_dir} is not a deepclust run folder: it has neither config.json nor "
                                 "assignments.csv.")
     run = _RunFiles.read(paths, config, problems)
+    status = (_read_json(paths.status, run.problems) or {}).get("status", "unknown")  # "running" during run()
+    if not isinstance(status, str):
+        run.problems.append(f"{paths.status}: its \"status\" is not a string; ignored.")
+        status = "unknown"
     seed = int(run.cfg.get("seed") or 0)
     if dataset is None and features is None:
         dataset, features, load_note = _reload_inputs(run)
@@ -124,10 +128,6 @@ def write_report(run_dir: str | os.PathLike, *, dataset=None, features: np.ndarr
     on = f"{run.cfg['backbone']} features + " if run.cfg.get("backbone") else ""
     title = f"deepclust run: {resolved.get('dataset') or run.cfg.get('dataset', '?')} · " \
             f"{on}{run.cfg.get('method', '?')} · k = {resolved.get('n_clusters', run.n_clusters)}"
-    status = (_read_json(paths.status, run.problems) or {}).get("status", "unknown")  # "running" during run()
-    if not isinstance(status, str):
-        run.problems.append(f"{paths.status}: its \"status\" is not a string; ignored.")
-        status = "unknown"
     subtitle = (f"run folder {paths.root.name}{'' if status == 'running' else f' · status {status}'} · "
                 f"{run.n} samples · report written {time.strftime('%Y-%m-%d %H:%M:%S')} by deepclust "
                 f"{__version__}")
