@@ -101,7 +101,7 @@ BAD = [  # (argv after 'deepclust', fragment of the message, exit status)
     (["run", "--method", "kmeans", "--data-dir", ""], "argument --data-dir: must not be empty", 2),
     (["run", "--method", "kmeans", "--k-range", "2:5"], "only used with --clusters auto", 2),
     (["run", "--method", "kmeans", "-k", "auto", "--k-range", "5:2"], "--k-range must be MIN:MAX", 2),
-    (["run", "--method", "kmeans", "-k", "0"], "--clusters must be at least 1", 2),
+    (["run", "--method", "kmeans", "-k", "0"], "n_clusters must be >= 1 (--clusters 0)", 2),
     (["run", "--method", "kmeans", "--resize", "100000"], "argument --resize: must be >= 1 and <= 1024", 2),
     (["run", "--method", "kmeans", "--seed", "-3"], "argument --seed: must be >= 0", 2),
     (["run", "--method", "kmeans", "--out", "{files}/a_file"], "a_file is a file", 2),
@@ -184,6 +184,12 @@ def test_sigterm_interrupts_a_run_like_ctrl_c_and_it_resumes(tmp_path, capsys, k
     saved = json.loads((run_dir / "config.json").read_text())
     assert Path(saved["data"]["dataset"]).is_absolute() and Path(saved["run"]["out"]).is_absolute()
     kill_pretraining(None)
+    checkpoint = next((run_dir / "checkpoints").rglob("*.pt"))
+    good = checkpoint.read_bytes()
+    checkpoint.write_bytes(good[: len(good) // 2])  # a truncated checkpoint: one line naming it
+    code, err = call(capsys, "run", "--resume", str(run_dir))
+    assert code == 2 and f"Checkpoint {checkpoint} is damaged" in err, err
+    checkpoint.write_bytes(good)
     code, err = call(capsys, "run", "--resume", str(run_dir))  # from the test's own working folder
     assert code == 0, err
     assert json.loads((run_dir / "status.json").read_text())["status"] == "complete"

@@ -53,11 +53,18 @@ def describe_error(err: BaseException) -> tuple[str, int]:
         return (f"error: out of memory ({text or 'MemoryError'}), use a smaller architecture, --batch-size "
                 "or --resize.", EXIT_USER)
     if isinstance(err, (ValueError, LookupError, ImportError, UnicodeError)):
-        return f"error: {text}", EXIT_USER
+        # Our own messages are written for the user, a few (missing data files) deliberately on several
+        # lines; a foreign one's first line is enough.
+        return f"error: {str(err).strip() if _ours(err) else text}", EXIT_USER
     if isinstance(err, OSError):
         return f"error: {_os_error(err)}", EXIT_USER
     return (f"internal error: {type(err).__name__}: {text}; this is a bug in deepclust, rerun with --debug "
             "for the traceback and report it.", EXIT_INTERNAL)
+
+
+def _ours(err: BaseException) -> bool:
+    module = type(err).__module__
+    return module == "builtins" or module.startswith("deepclust")
 
 
 def _first_line(err: BaseException) -> str:
@@ -75,8 +82,8 @@ def _is_allocation(text: str) -> bool:
 
 def _os_error(err: OSError) -> str:
     """An OSError that names its file, whether or not the raiser gave one."""
-    if err.errno is None and err.filename is None:  # raised with a message of our own, which says it all
-        return _first_line(err) or type(err).__name__
+    if err.errno is None and err.filename is None:  # raised with a message, which says it all
+        return (str(err).strip() if _ours(err) else _first_line(err)) or type(err).__name__
     what = err.strerror or _first_line(err) or type(err).__name__
     if err.filename is not None:
         target = f"{err.filename} -> {err.filename2}" if err.filename2 is not None else f"{err.filename}"

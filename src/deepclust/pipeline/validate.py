@@ -142,7 +142,7 @@ def _check_clusters(config: RunConfig) -> None:
         if isinstance(k, bool) or not isinstance(k, numbers.Integral):
             raise ValueError(f"--clusters must be a whole number >= 1 or 'auto'; got {k!r}.")
         if k < 1:
-            raise ValueError(f"--clusters must be at least 1; got {k}.")
+            raise ValueError(f"n_clusters must be >= 1 (--clusters {k}); give 1 or more, or 'auto'.")
 
 
 def _check_arch(arch, groups: set[str]) -> None:
