@@ -342,6 +342,10 @@ def test_report_reads_images_only_inside_the_run_data_root_and_never_a_fifo(fini
     fifo = Path(finished["images"]) / "zz_fifo.png"
     os.mkfifo(fifo)
     try:
+        code, err = call(capsys, "predict", str(copy), str(finished["images"]), limit=30)  # FIFO skipped
+        assert code == 0, err
+        code, err = call(capsys, "predict", str(copy), str(fifo), limit=30)
+        assert code == 2 and "not a regular file" in err, err
         lines = (copy / "assignments.csv").read_text().splitlines()
         header = lines[0].split(",")
         col = header.index("path")
@@ -365,13 +369,13 @@ def test_report_reads_images_only_inside_the_run_data_root_and_never_a_fifo(fini
 
 
 def test_report_never_downloads(finished, tmp_path, capsys, monkeypatch):
-    def no_download(*args, **kwargs):
-        raise AssertionError("report called the downloader")
-
-    monkeypatch.setattr("deepclust.data._registry.download_file", no_download)
+    calls = []
+    monkeypatch.setattr("deepclust.data._registry.download_file", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("urllib.request.urlopen", lambda *a, **k: calls.append(a))
     copy = _copy(finished["kmeans"], tmp_path)
     elsewhere = str(tmp_path / "elsewhere")
     _edit_json(copy / "config.json", lambda d: d["data"].update(dataset="mnist", data_dir=elsewhere))
     code, err = call(capsys, "report", str(copy), limit=30)
     assert code == 0, err
     assert "could not be loaded again" in (copy / "report.html").read_text(encoding="utf-8")
+    assert calls == []
