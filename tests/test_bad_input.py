@@ -379,3 +379,9 @@ def test_report_never_downloads(finished, tmp_path, capsys, monkeypatch):
     assert code == 0, err
     assert "could not be loaded again" in (copy / "report.html").read_text(encoding="utf-8")
     assert calls == []
+
+
+def test_a_crafted_evaluate_folder_is_one_line(tmp_path, capsys):
+    (tmp_path / "results.json").write_text(json.dumps({"rows": [1, 2], "protocol": "x"}))
+    code, err = call(capsys, "report", str(tmp_path))
+    assert code == 2 and "results.json" in err and "not objects" in err, err

@@ -95,6 +95,8 @@ def write_report(run_dir: str | os.PathLike, *, dataset=None, features: np.ndarr
     results = _read_json(paths.results_json, problems)  # a 'deepclust evaluate' folder: its comparison page
     if isinstance(results, dict) and isinstance(results.get("rows"), list) \
             and not paths.assignments.is_file():
+        if not all(isinstance(row, dict) and isinstance(row.get("method"), str) for row in results["rows"]):
+            raise RunFolderError(paths.results_json, "has rows that are not objects with a \"method\"")
         name = ((config or {}).get("resolved") or {}).get("dataset", paths.root.name)
         return write_comparison_report(results["rows"], paths.report,
                                        f"deepclust evaluate: {name}", str(results.get("protocol", "")))
