@@ -216,8 +216,10 @@ def test_missing_optional_files_leave_notes_not_errors(deep_dir, tmp_path):
 def test_images_come_from_the_paths_in_assignments_when_the_data_set_is_gone(kmeans_dir, tmp_path):
     run_dir = copy_run(kmeans_dir, tmp_path)
     rows = list(csv.DictReader(open(run_dir / "assignments.csv")))
-    images = tmp_path / "images"
-    images.mkdir()
+    # Inside the data root config.json names (the report reads no image elsewhere); one class folder, so
+    # reloading it gives other labels than the run's and the report falls back to the path column.
+    images = tmp_path / "gone" / "one-class"
+    images.mkdir(parents=True)
     for i, row in enumerate(rows):
         row["path"] = str(images / f"{i}.png")
     for i in range(len(rows)):  # only the files the report needs must exist; write them all, small

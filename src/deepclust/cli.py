@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+import traceback
 
-from . import __version__
+from . import __version__, _argtypes
+from ._errors import describe_error, sigterm_as_interrupt
 from .config import DEFAULT_METHOD, PHOTO_METHOD
 
 
@@ -16,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Cluster unlabeled images with k-means and deep models.",
     )
     parser.add_argument("--version", action="version", version=f"deepclust {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="cluster a data set and write a run folder",
@@ -169,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "each cluster's most and least confident images.")
     report.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'deepclust run'")
     report.set_defaults(func=_cmd_report)
+    for command in sub.choices.values():  # numbers and paths checked while parsing; --debug anywhere
+        _argtypes.apply(command).add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                              help="show the Python traceback of an error")
     return parser
 
 
@@ -179,13 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        print("deepclust: interrupted.", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"deepclust: error: {err}", file=sys.stderr)
-        return 2
+        with sigterm_as_interrupt():  # SIGTERM: status "interrupted", resumable, as after Ctrl-C
+            return args.func(args)
+    except (Exception, KeyboardInterrupt) as err:  # any error: one line (and a traceback with --debug)
+        if args.debug:
+            traceback.print_exc()
+        message, status = describe_error(err)
+        print(f"deepclust: {message}", file=sys.stderr)
+        return status
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

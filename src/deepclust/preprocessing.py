@@ -10,7 +10,6 @@ the backbone instead (``backbone``): new images go through the same network and 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -67,29 +66,40 @@ class Preprocessing:
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> Preprocessing:
-        """Read ``preprocessing.json``; runs written before it existed fall back to ``config.json``."""
+        """Read ``preprocessing.json``, checked (a run folder is untrusted input: bad fields and sizes
+        over ``run_folder.MAX_IMAGE_SIDE`` raise :class:`~deepclust.run_folder.RunFolderError` naming
+        the file); runs written before it existed fall back to ``config.json``."""
+        from .run_folder import RunFolderError, check_preprocessing, read_json
+
         run_dir = Path(run_dir)
         paths = RunPaths(run_dir)
         path = paths.preprocessing
-        if path.is_file():
-            d = json.loads(path.read_text())
+        if os.path.lexists(path):
+            d = check_preprocessing(read_json(path), path)
             return cls(tuple(d["image_size"]), int(d["channels"]), bool(d["grayscale"]), d["normalize"],
                        bool(d["flatten"]), _tuple(d.get("mean")), _tuple(d.get("std")), d.get("backbone"))
         config_path = paths.config
         if not config_path.is_file():
             raise FileNotFoundError(f"{run_dir} is not a deepclust run folder: it has no {path.name} "
                                     "and no config.json.")
-        saved = json.loads(config_path.read_text())  # such runs stored their options flat, under "config"
-        config, resolved = saved["config"], saved["resolved"]
+        saved = read_json(config_path)  # such runs stored their options flat, under "config"
+        config, resolved = saved.get("config"), saved.get("resolved")
+        if not isinstance(config, dict) or not isinstance(resolved, dict):
+            raise RunFolderError(path, "is missing (and config.json is not of the older kind that held it)")
         if config.get("normalize") == "standard":
             raise ValueError(f"The run in {run_dir} standardised its images but predates {path.name}, so the "
                              "training statistics are unknown; re-run it with this version of deepclust.")
-        h, w, c = resolved["image_shape"]
-        from .methods import method_class
+        from .methods import METHODS
         from .traits import VECTORS
 
+        shape, method = resolved.get("image_shape"), config.get("method")
+        if not (isinstance(shape, list) and len(shape) == 3) or method not in METHODS:
+            raise RunFolderError(config_path, "holds no image_shape and method to rebuild the preprocessing")
+        h, w, c = shape
+        check_preprocessing({"image_size": [h, w], "channels": c, "grayscale": bool(config.get("grayscale")),
+                             "normalize": config.get("normalize"), "flatten": False}, config_path)
         return cls((h, w), c, bool(config.get("grayscale")), config.get("normalize"),
-                   method_class(config["method"]).input_kind == VECTORS)
+                   METHODS[method].input_kind == VECTORS)
 
 
 def _tuple(value) -> tuple[float, ...] | None:

@@ -50,7 +50,8 @@ def _image_files(folder: Path, *, recursive: bool) -> list[Path]:
     found = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(root) / f for f in files if is_image_name(f))
+        # regular files only: a FIFO or device named like an image would block or never end
+        found.extend(Path(root) / f for f in files if is_image_name(f) and (Path(root) / f).is_file())
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -287,6 +288,8 @@ def load_image_files(paths, *, size=None, channels: int | None = None, on_error:
                 raise ValueError(f"{p} is not an image file name (accepted extensions, any case: "
                                  f"{', '.join(IMAGE_EXTENSIONS)}).")
             files.append(p)
+        elif p.exists():
+            raise ValueError(f"{p} is not a regular file or folder (a FIFO or device); pass image files.")
         else:
             raise FileNotFoundError(f"Image file or folder {p} does not exist.")
     if not files:

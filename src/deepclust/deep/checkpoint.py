@@ -9,12 +9,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 from .._io import atomic_open, jsonable_params, write_json
@@ -42,7 +42,12 @@ class TrainingState:
         path = self.path(stage)
         if not path.is_file():
             return None
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated or damaged: torch raises OSError, RuntimeError, pickle errors
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"Checkpoint {path} is damaged ({first}); delete it to redo the stage "
+                             f"{stage!r} from its start, then resume again.") from None
 
 
 def save_model(estimator, folder: str | os.PathLike) -> Path:
@@ -71,30 +76,113 @@ def save_model(estimator, folder: str | os.PathLike) -> Path:
 
 
 def load_model(folder: str | os.PathLike):
-    """Rebuild a fitted estimator saved by :func:`save_model`."""
-    from ..models import build_autoencoder
+    """Rebuild a fitted estimator saved by :func:`save_model`.
+
+    The folder is untrusted input: ``model.json`` is schema-checked (a known class, only its own
+    parameters, a bounded input shape), the network is first built on the meta device so the weights'
+    names and shapes are compared with ``model.safetensors`` before anything is allocated, and every
+    damaged file raises :class:`~deepclust.run_folder.RunFolderError` naming it.
+    """
+    from ..run_folder import RunFolderError, read_json
 
     folder = Path(folder)
-    if not (folder / MODEL_CONFIG).is_file():
-        raise FileNotFoundError(f"No saved model in {folder}: expected {MODEL_CONFIG} and {MODEL_WEIGHTS}.")
-    config = json.loads((folder / MODEL_CONFIG).read_text())
-    cls = estimator_class(config["class"])
-    if cls is None:
-        raise ValueError(f"{folder / MODEL_CONFIG} names an unknown class {config['class']!r}.")
-    tensors = load_file(str(folder / MODEL_WEIGHTS))
-    estimator = cls(**config["params"])
+    config_path, weights_path = folder / MODEL_CONFIG, folder / MODEL_WEIGHTS
+    if not os.path.lexists(config_path):
+        raise FileNotFoundError(f"No saved model in {folder}: {config_path} is missing (expected "
+                                f"{MODEL_CONFIG} and {MODEL_WEIGHTS}); rerun 'deepclust run'.")
+    config = read_json(config_path)
+    cls, params, spec, input_shape = _checked_model_config(config, config_path)
+    if not weights_path.is_file():
+        raise RunFolderError(weights_path, "is missing or not a regular file")
+    try:
+        with safe_open(str(weights_path), framework="pt") as f:
+            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except Exception as err:  # safetensors raises its own error types for a damaged header
+        raise RunFolderError(weights_path, f"is not a readable safetensors file ({err})") from None
     attr = getattr(cls, "_network_attr", "autoencoder_")
     prefix = "\0"  # no tensor name starts with it
-    if attr is not None:
-        rebuild = getattr(cls, "_rebuild_network", build_autoencoder)
-        model = rebuild(config["spec"], input_shape=tuple(config["input_shape"]))
-        prefix = attr.rstrip("_") + "."
-        model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    model = None
+    try:
+        if attr is not None:
+            prefix = attr.rstrip("_") + "."
+            model = _build_network(cls, spec, input_shape, shapes, prefix, config_path, weights_path)
+        tensors = load_file(str(weights_path))
+        if model is not None:
+            model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        estimator = cls(**params)
+        estimator._restore_extra_tensors({k: v for k, v in tensors.items() if not k.startswith(prefix)})
+    except RunFolderError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, OSError) as err:
+        raise RunFolderError(weights_path, f"does not fit {MODEL_CONFIG} ({type(err).__name__}: "
+                                           f"{str(err).splitlines()[0] if str(err) else err!r})") from None
+    except Exception as err:  # safetensors' own errors on a truncated or damaged body
+        raise RunFolderError(weights_path, f"is not a readable safetensors file ({err})") from None
+    if model is not None:
         setattr(estimator, attr, model.eval())
-    estimator._restore_extra_tensors({k: v for k, v in tensors.items() if not k.startswith(prefix)})
+    centers = np.asarray(getattr(estimator, "cluster_centers_", np.zeros((1, 1))))
+    if centers.ndim != 2 or centers.size == 0 or not np.isfinite(centers).all():
+        raise RunFolderError(weights_path, f"holds cluster centres of shape {centers.shape} that are "
+                                           "empty or not finite (NaN or infinite)")
     estimator._device = resolve_device("cpu")
-    estimator.n_features_in_ = int(np.prod(config["input_shape"]))
+    estimator.n_features_in_ = int(np.prod(input_shape))
     return estimator
+
+
+#: Most input values (height x width x channels, or features) a saved model may declare.
+MAX_MODEL_INPUT = 4096 * 4096 * 3
+
+
+def _checked_model_config(config: dict, path: Path):
+    """(class, params, spec, input_shape) of a model.json, each checked."""
+    from ..run_folder import RunFolderError
+
+    cls = estimator_class(config.get("class")) if isinstance(config.get("class"), str) else None
+    if cls is None:
+        raise RunFolderError(path, f"names an unknown estimator class {config.get('class')!r}")
+    params = config.get("params")
+    if not isinstance(params, dict):
+        raise RunFolderError(path, "has no \"params\" object")
+    known = set(cls().get_params(deep=False))
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise RunFolderError(path, f"sets {', '.join(map(repr, unknown))}, not parameters of {cls.__name__}")
+    shape = config.get("input_shape")
+    if not (isinstance(shape, list) and shape
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape)):
+        raise RunFolderError(path, f"has input_shape {shape!r}; expected a list of positive integers")
+    if int(np.prod(shape, dtype=np.float64)) > MAX_MODEL_INPUT:
+        raise RunFolderError(path, f"has input_shape {shape}, larger than any image deepclust trains on")
+    spec = config.get("spec")
+    if getattr(cls, "_network_attr", "autoencoder_") is not None and not isinstance(spec, dict):
+        raise RunFolderError(path, "has no network \"spec\" object")
+    return cls, params, spec, shape
+
+
+def _build_network(cls, spec: dict, input_shape: list[int], shapes: dict, prefix: str, config_path: Path,
+                   weights_path: Path):
+    """The network of ``spec``, after checking on the meta device (no memory) that its weights' names and
+    shapes are exactly those in the safetensors file."""
+    from ..models import build_autoencoder
+    from ..run_folder import RunFolderError
+
+    rebuild = getattr(cls, "_rebuild_network", build_autoencoder)
+    try:
+        with torch.device("meta"):
+            meta = rebuild(spec, input_shape=tuple(input_shape))
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+        raise RunFolderError(config_path, f"has a network spec that cannot be built ({err})") from None
+    expected = {prefix + k: tuple(v.shape) for k, v in meta.state_dict().items()}
+    saved = {k: v for k, v in shapes.items() if k.startswith(prefix)}
+    if expected != saved:
+        missing = sorted(set(expected) - set(saved))
+        unexpected = sorted(set(saved) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(saved) if expected[k] != saved[k])
+        what = "; ".join(f"{label}: {', '.join(names[:3])}" for label, names in
+                         (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if names)
+        raise RunFolderError(weights_path, f"does not hold the weights of the network in {MODEL_CONFIG} "
+                                           f"({what})")
+    return rebuild(spec, input_shape=tuple(input_shape))
 
 
 __all__ = ["TrainingState", "save_model", "load_model"]

@@ -79,6 +79,7 @@ from .layers import ACTIVATIONS, Crop2d, Pad2d, Reshape, Stack, Unpool2d, make_a
 
 ARCH_DIR = Path(__file__).resolve().parent / "archs"
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")
+MAX_SPEC_BYTES = 2**20  # an architecture is a few kB of JSON or YAML
 TOP_LEVEL_KEYS = ("name", "description", "input", "encoder", "decoder", "output_activation", "init")
 # Weight initialisations of conv/dense layers: torch's own default, or Glorot/Xavier uniform with zero
 # biases (Keras' default, which the public DEC/IDEC/DCN code was tuned with), or He/Kaiming uniform.
@@ -127,7 +128,15 @@ def list_architectures() -> list[str]:
 
 
 def _read_spec_file(path: Path) -> dict[str, Any]:
-    text = path.read_text(encoding="utf-8")
+    if not path.is_file():  # a folder, FIFO or device: never read (a FIFO would block)
+        raise ValueError(f"{path}: an architecture file must be a regular file.")
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size} bytes is too large for an architecture file "
+                         f"(at most {MAX_SPEC_BYTES}); pass a JSON or YAML spec.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file (not UTF-8); pass a JSON or YAML architecture.") from None
     if path.suffix == ".json":
         try:
             spec = json.loads(text)

@@ -44,6 +44,7 @@ from ..runs import RunPaths, create_run_dir, set_status, versions
 from ..traits import IMAGES, VECTORS
 from .build import build_method
 from .inputs import load_inputs
+from .validate import absolute_paths, validate
 
 #: Summary columns: (key in a result row, heading).
 SUMMARY_COLUMNS = (("acc", "ACC"), ("nmi", "NMI"), ("ari", "ARI"), ("silhouette", "silhouette"),
@@ -158,6 +159,7 @@ def evaluate(config: RunConfig, methods: Sequence[str], *, folds: int | None = N
     ``config.method`` is ignored. ``on_row`` is called with each result row as soon as it exists.
     """
     methods = _check_methods(methods)
+    config = absolute_paths(validate(config, methods=methods))  # before any folder is made
     if isinstance(config.n_clusters, str):
         raise ValueError(f"evaluate compares methods at one number of clusters; got {config.n_clusters!r}. "
                          "Pass -k K, or leave it out for a labelled data set (k = its number of classes).")

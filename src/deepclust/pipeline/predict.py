@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from ..data.image_folder import load_image_files
 from ..deep import load_model
 from ..deep.checkpoint import MODEL_CONFIG
 from ..preprocessing import Preprocessing
+from ..run_folder import RunFolderError, read_array, read_class_mappings, read_config, read_status
 from ..runs import RunPaths
 from .embedding import prepared_features
 
@@ -53,32 +53,50 @@ class FittedRun:
 
 
 def load_run(run_dir: str | os.PathLike) -> FittedRun:
-    """Load the model, preprocessing and class mapping of the finished run in ``run_dir``."""
+    """Load the model, preprocessing and class mapping of the finished run in ``run_dir``.
+
+    The folder is untrusted input (see :mod:`deepclust.run_folder`): a damaged, crafted or mismatched
+    file raises a :class:`~deepclust.run_folder.RunFolderError` (a ValueError) naming it.
+    """
     paths = RunPaths(Path(run_dir).expanduser())
     root = paths.root
-    if not paths.config.is_file():
-        raise FileNotFoundError(f"{root} is not a deepclust run folder: it has no {paths.config.name}. "
-                                "Pass a folder written by 'deepclust run'.")
-    status = json.loads(paths.status.read_text()).get("status") if paths.status.is_file() else "unknown"
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder; pass a run folder written by 'deepclust run'.")
+    saved = read_config(paths)
+    status = read_status(paths)
+    if status == "unknown":
+        raise RunFolderError(paths.status, "is missing, so the run is not known to be complete",
+                             "finish the run (deepclust run --resume RUN_DIR) or restore the file")
     if status != "complete":
         raise ValueError(f"The run in {root} is {status}, not complete, so it has no final model to predict "
                          f"with; finish it first (deepclust run --resume {root}).")
-    method = flat_options(json.loads(paths.config.read_text())).get("method")
-    if (paths.model / MODEL_CONFIG).is_file():
+    method = flat_options(saved)["method"]
+    if os.path.lexists(paths.model):  # a deep run: its model/ folder, whatever else the folder holds
         estimator = load_model(paths.model)
-    elif paths.centers.is_file():
-        centers = np.load(paths.centers, allow_pickle=False).astype(np.float32)
+    elif os.path.lexists(paths.centers):
+        centers = read_array(paths.centers, ndim=2).astype(np.float32)
         estimator = KMeans(n_clusters=centers.shape[0])
         estimator.cluster_centers_ = centers
         estimator.n_features_in_ = int(centers.shape[1])
     else:
         raise FileNotFoundError(f"{root} holds neither {paths.model.name}/ nor {paths.centers.name}: nothing "
-                                "to predict with.")
-    class_names = None
-    if paths.class_mappings.is_file():
-        mapping = json.loads(paths.class_mappings.read_text())["mapping"]
-        class_names = {int(c): name for c, name in mapping.items()}
-    return FittedRun(root, method, estimator, Preprocessing.load(root), class_names)
+                                "to predict with; rerun 'deepclust run'.")
+    preprocessing = Preprocessing.load(root)
+    _check_input_size(preprocessing, estimator, paths)
+    return FittedRun(root, method, estimator, preprocessing, read_class_mappings(paths))
+
+
+def _check_input_size(prep: Preprocessing, estimator, paths: RunPaths) -> None:
+    """The model takes what the preprocessing makes (a backbone's feature size is checked when used)."""
+    if prep.backbone:
+        return
+    channels = 1 if prep.grayscale else prep.channels
+    made = int(prep.image_size[0]) * int(prep.image_size[1]) * channels
+    if made != int(estimator.n_features_in_):
+        model = paths.centers if isinstance(estimator, KMeans) else paths.model / MODEL_CONFIG
+        raise RunFolderError(paths.preprocessing, f"makes {made} values per image, but {model.name} takes "
+                                                  f"{estimator.n_features_in_}: the two files do not belong "
+                                                  "to the same run")
 
 
 def assign(run: FittedRun, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,6 +138,10 @@ def predict_images(run_dir: str | os.PathLike, images: Sequence[str | os.PathLik
     prep = run.preprocessing
     data = load_image_files(images, size=prep.image_size, channels=prep.channels, on_error=on_error)
     clusters, confidence = assign(run, prepared_features(prep, data))
+    if not np.isfinite(confidence).all() or (clusters < 0).any() or (clusters >= run.n_clusters).any():
+        model = run.root / ("cluster_centers.npy" if isinstance(run.estimator, KMeans) else "model")
+        raise RunFolderError(model, "gives NaN confidences or clusters out of range for these images: the "
+                                    "saved model is damaged")
     names = run.class_names or {}
     return [{"file": path, "cluster": int(c), "class": names.get(int(c)), "confidence": float(p)}
             for path, c, p in zip(data.paths, clusters, confidence, strict=True)]

@@ -39,6 +39,7 @@ from .build import build_method
 from .defaults import choose_pipeline
 from .folder import after_fit, fit_config, summary_lines
 from .inputs import auto_k_values, load_backbone_inputs, load_inputs
+from .validate import absolute_paths, validate
 
 
 @dataclass
@@ -84,6 +85,7 @@ def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
     ``resume`` continues an interrupted run in its own folder from its last checkpoint. One process at a
     time writes a run folder (``RunLock``); a second ``--resume`` of a run in progress is refused.
     """
+    config = absolute_paths(validate(config))  # every option checked before anything is written
     lock = RunLock(resume).acquire() if resume else None
     try:
         config, chosen = choose_pipeline(config)

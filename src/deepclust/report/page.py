@@ -34,6 +34,16 @@ import numpy as np
 from .. import __version__
 from .._io import write_text
 from ..config import RunConfig, flat_options
+from ..run_folder import (
+    MAX_IMAGE_BYTES,
+    RunFolderError,
+    data_root,
+    inside,
+    read_array,
+    read_config,
+    read_json,
+    read_regular,
+)
 from ..runs import RunPaths
 
 #: (id, heading) of every section of a run's report, in page order.
@@ -57,6 +67,7 @@ COMPARISON_METRICS = (("acc", "ACC"), ("nmi", "NMI"), ("ari", "ARI"), ("silhouet
                       ("dunn", "Dunn"), ("seconds", "time (s)"))
 _SCATTER_POINTS = 2000  # the latent-space scatter draws at most this many points (PCA of a sample)
 _MOST_CONFIDENT = 8
+MAX_CSV_BYTES = 2**30  # assignments.csv of 10 million images is about 300 MB
 _LEAST_CONFIDENT = 3
 
 
@@ -74,17 +85,29 @@ def write_report(run_dir: str | os.PathLike, *, dataset=None, features: np.ndarr
     paths = RunPaths(Path(run_dir))
     if not paths.root.is_dir():
         raise FileNotFoundError(f"{run_dir} is not a folder; pass a run folder written by 'deepclust run'.")
-    config = _read_json(paths.config)
-    results = _read_json(paths.results_json)  # a 'deepclust evaluate' folder: its comparison page
+    problems: list[str] = []  # damaged files, each named: shown on the page, never a crash
+    config = _read_json(paths.config, problems)
+    if config is not None:
+        try:
+            read_config(paths)
+        except (RunFolderError, FileNotFoundError) as err:
+            problems.append(f"{err} Its options are shown as they are.")
+    results = _read_json(paths.results_json, problems)  # a 'deepclust evaluate' folder: its comparison page
     if isinstance(results, dict) and isinstance(results.get("rows"), list) \
             and not paths.assignments.is_file():
+        if not all(isinstance(row, dict) and isinstance(row.get("method"), str) for row in results["rows"]):
+            raise RunFolderError(paths.results_json, "has rows that are not objects with a \"method\"")
         name = ((config or {}).get("resolved") or {}).get("dataset", paths.root.name)
         return write_comparison_report(results["rows"], paths.report,
                                        f"deepclust evaluate: {name}", str(results.get("protocol", "")))
     if config is None and not paths.assignments.is_file():
         raise FileNotFoundError(f"{run_dir} is not a deepclust run folder: it has neither config.json nor "
                                 "assignments.csv.")
-    run = _RunFiles.read(paths, config)
+    run = _RunFiles.read(paths, config, problems)
+    status = (_read_json(paths.status, run.problems) or {}).get("status", "unknown")  # "running" during run()
+    if not isinstance(status, str):
+        run.problems.append(f"{paths.status}: its \"status\" is not a string; ignored.")
+        status = "unknown"
     seed = int(run.cfg.get("seed") or 0)
     if dataset is None and features is None:
         dataset, features, load_note = _reload_inputs(run)
@@ -107,7 +130,6 @@ def write_report(run_dir: str | os.PathLike, *, dataset=None, features: np.ndarr
     on = f"{run.cfg['backbone']} features + " if run.cfg.get("backbone") else ""
     title = f"deepclust run: {resolved.get('dataset') or run.cfg.get('dataset', '?')} · " \
             f"{on}{run.cfg.get('method', '?')} · k = {resolved.get('n_clusters', run.n_clusters)}"
-    status = (_read_json(paths.status) or {}).get("status", "unknown")  # "running" while run() writes it
     subtitle = (f"run folder {paths.root.name}{'' if status == 'running' else f' · status {status}'} · "
                 f"{run.n} samples · report written {time.strftime('%Y-%m-%d %H:%M:%S')} by deepclust "
                 f"{__version__}")
@@ -160,15 +182,16 @@ class _RunFiles:
         return int(np.unique(self.clusters).size)
 
     @classmethod
-    def read(cls, paths: RunPaths, config: dict | None) -> _RunFiles:
-        problems = [] if config is not None else ["config.json is missing or unreadable."]
-        metrics = _read_json(paths.metrics)
+    def read(cls, paths: RunPaths, config: dict | None, problems: list[str]) -> _RunFiles:
+        if config is None:
+            problems.append("config.json is missing or unreadable.")
+        metrics = _read_json(paths.metrics, problems)
         clusters, true_labels, image_paths = np.zeros(0, np.int64), None, None
-        if paths.assignments.is_file():
+        if os.path.lexists(paths.assignments):
             try:
                 clusters, true_labels, image_paths = _read_assignments(paths.assignments)
-            except (ValueError, KeyError, csv.Error) as err:
-                problems.append(f"assignments.csv is unreadable ({err}).")
+            except (ValueError, KeyError, TypeError, csv.Error) as err:
+                problems.append(f"{paths.assignments} is unreadable ({err}); the page has no assignments.")
         else:
             problems.append("assignments.csv is missing: the run did not finish.")
         embeddings = _read_npy(paths.embeddings, problems)
@@ -176,22 +199,44 @@ class _RunFiles:
             problems.append(f"embeddings.npy has shape {embeddings.shape}, not one row per sample; ignored.")
             embeddings = None
         centers = _read_npy(paths.centers, problems)
-        return cls(paths, config, metrics, clusters, true_labels, image_paths, _read_history(paths.history),
-                   embeddings, centers, _read_json(paths.class_mappings),
-                   _read_json(paths.k_selection), problems)
+        return cls(paths, config, metrics, clusters, true_labels, image_paths,
+                   _read_history(paths.history, problems), embeddings, centers,
+                   _read_json(paths.class_mappings, problems), _read_json(paths.k_selection, problems),
+                   problems)
 
 
 def _reload_inputs(run: _RunFiles):
     """(dataset, features, note): the run's data loaded again as ``config.json`` says, or Nones and a
-    note saying why not."""
+    note saying why not.
+
+    config.json is untrusted: its options are validated first (sizes bounded), nothing is downloaded
+    (``download=False``), and a pretrained backbone is never run again (the page then has the images
+    but not the features).
+    """
     if not run.cfg:
         return None, None, "config.json does not name the data set"
+    from ..data import load_dataset
+    from ..data.transforms import prepare_features
+    from ..methods import method_class
     from ..pipeline.folder import fit_config
-    from ..pipeline.inputs import load_inputs
+    from ..pipeline.validate import validate
+    from ..traits import IMAGES
 
     try:
-        config = RunConfig.from_saved(run.config)
-        dataset, X, _ = load_inputs(fit_config(config))
+        config = fit_config(validate(RunConfig.from_saved(run.config)))
+        if config.backbone:
+            from ..pipeline.embedding import THUMBNAIL_SIZE
+            from ..pipeline.folder import folder_layout
+
+            size = config.size or (THUMBNAIL_SIZE if folder_layout(config.dataset) is not None else None)
+            dataset = load_dataset(config.dataset, data_dir=config.data_dir, split=config.split, size=size,
+                                   download=False)
+            return dataset, None, None
+        dataset = load_dataset(config.dataset, data_dir=config.data_dir, split=config.split, size=config.size,
+                               download=False)
+        images = method_class(config.method).input_kind == IMAGES
+        X = prepare_features(dataset, grayscale=config.grayscale, normalize=config.normalize,
+                             flatten=not images)
     except Exception as err:  # a report without images is still a report
         return None, None, f"the data set could not be loaded again ({type(err).__name__}: {err})"
     return dataset, X, None
@@ -332,9 +377,13 @@ def _confusion_section(run: _RunFiles, dataset) -> str:
                              "Rows: true classes; columns: clusters, matched to classes by the Hungarian "
                              "method so the diagonal holds the matched pairs."))
     test = run.paths.plots / "confusion_matrix_test.png"
-    if test.is_file():
+    if os.path.lexists(test):
+        try:
+            png = read_regular(test, limit=MAX_IMAGE_BYTES)
+        except RunFolderError as err:
+            return "".join(parts) + _note(f"{err} Not shown.")
         parts.append(f"<figure><img alt='confusion matrix of the held-out test images' "
-                     f"src='{_png_uri(test.read_bytes())}'><figcaption>Held-out test/ images, assigned "
+                     f"src='{_png_uri(png)}'><figcaption>Held-out test/ images, assigned "
                      f"with the fitted model.</figcaption></figure>")
     return "".join(parts)
 
@@ -389,7 +438,7 @@ def _clusters_section(run: _RunFiles, dataset, features, load_note: str | None) 
                         strips += (f"<div class='strip'><span class='strip-label'>{title}</span>"
                                    f"<img alt='{title} images of cluster {k}' src='{strip}'></div>")
                     except (OSError, ValueError) as err:
-                        strips += _note(f"images of cluster {k} could not be read ({err}).")
+                        strips += _note(f"images of cluster {k} could not be read: {err}.")
         rows.append(f"<div class='cluster'><h3>{head}</h3><p class='muted'>{' · '.join(facts)}</p>"
                     f"<div class='strips'>{strips}</div></div>")
     return "".join(intro) + "".join(rows)
@@ -441,26 +490,52 @@ def _confidence(run: _RunFiles, features) -> tuple[np.ndarray, str]:
 
 
 def _image_source(run: _RunFiles, dataset) -> Callable[[np.ndarray], np.ndarray] | None:
-    """A function from sample indices to their images, or None when the images cannot be had."""
+    """A function from sample indices to their images, or None when the images cannot be had.
+
+    The ``path`` column of assignments.csv is read only inside the run's own data root (the image
+    folder recorded in config.json), and only regular files: another path is never opened.
+    """
     if dataset is not None:
         return lambda index: np.asarray(dataset.images)[index]
     if run.image_paths:
+        root = data_root(run.config)
         size = run.cfg.get("size")
-        return lambda index: _read_images([run.image_paths[i] for i in index], size)
+        size = min(size, _THUMBNAIL) if _is_number(size) and size >= 1 else None
+        return lambda index: _read_images([run.image_paths[i] for i in index], size, root)
     return None
 
 
-def _read_images(files: list[str], size: int | None) -> np.ndarray:
-    """uint8 (n, H, W, 3) images from files; all resized to the first one's size (or ``size``)."""
+_THUMBNAIL = 128  # the largest side the report decodes an image at
+
+
+def _read_images(files: list[str], size: int | None, root: Path | None) -> np.ndarray:
+    """uint8 (n, H, W, 3) images from files inside ``root``; all resized to the first one's size (or
+    ``size``). A file outside ``root``, or not a regular file, raises a ValueError naming it."""
     from PIL import Image
 
     images, shape = [], None
     for file in files:
-        with Image.open(file) as im:
-            im = im.convert("RGB")
-            shape = shape or ((size, size) if size else im.size)
-            images.append(np.asarray(im.resize(shape)))
+        path = inside(root, file)
+        if path is None:
+            raise ValueError(f"assignments.csv names {file}, which is outside the run's data folder "
+                             f"({root or 'none recorded in config.json'}); not read")
+        try:
+            data = read_regular(path, limit=MAX_IMAGE_BYTES)
+            with Image.open(io.BytesIO(data)) as im:
+                im = im.convert("RGB")
+                shape = shape or ((size, size) if size else _fit(im.size))
+                images.append(np.asarray(im.resize(shape)))
+        except RunFolderError:
+            raise
+        except Exception as err:  # PIL: unidentified, truncated, decompression bombs
+            raise ValueError(f"{path} is not a readable image ({err})") from None
     return np.stack(images)
+
+
+def _fit(size: tuple[int, int]) -> tuple[int, int]:
+    """``size`` (w, h) scaled down so its longest side is at most :data:`_THUMBNAIL`."""
+    scale = min(1.0, _THUMBNAIL / max(size))
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
 def _mapped_names(mappings: dict | None) -> dict[str, dict] | None:
@@ -693,45 +768,55 @@ def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _read_json(path: Path) -> dict | None:
-    """The JSON object in ``path``; None when the file is missing, unreadable or not an object."""
+def _read_json(path: Path, problems: list[str] | None = None) -> dict | None:
+    """The JSON object in ``path``; None when the file is missing, damaged or not an object (then a line
+    naming it goes to ``problems``). FIFOs and devices are never read."""
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json(path, required=False)
+    except RunFolderError as err:
+        if problems is not None:
+            problems.append(f"{err} Ignored.")
         return None
-    return value if isinstance(value, dict) else None
 
 
 def _read_npy(path: Path, problems: list[str]) -> np.ndarray | None:
-    if not path.is_file():
-        return None
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        problems.append(f"{path.name} is unreadable ({err}); ignored.")
+        return read_array(path, required=False, finite=False)
+    except RunFolderError as err:
+        problems.append(f"{err} Ignored.")
         return None
 
 
 def _read_assignments(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    """Clusters, true labels and image paths of assignments.csv; each id in [0, number of rows)."""
+    text = read_regular(path, limit=MAX_CSV_BYTES).decode("utf-8")
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    if rows and "cluster" not in rows[0]:
+        raise ValueError("it has no 'cluster' column")
     clusters = np.array([int(r["cluster"]) for r in rows], dtype=np.int64)
+    if clusters.size and (clusters.min() < 0 or clusters.max() >= clusters.size):
+        raise ValueError(f"cluster numbers must lie in 0..{clusters.size - 1}; found {clusters.min()} to "
+                         f"{clusters.max()}")
     labels = None
     if rows and "true_label" in rows[0] and all(r["true_label"] not in ("", None) for r in rows):
         labels = np.array([int(r["true_label"]) for r in rows], dtype=np.int64)
-    paths = [r["path"] for r in rows] if rows and "path" in rows[0] else None
+        if labels.min() < 0 or labels.max() >= max(labels.size, 2):
+            raise ValueError(f"true labels must lie in 0..{labels.size - 1}; found {labels.min()} to "
+                             f"{labels.max()}")
+    paths = [str(r["path"] or "") for r in rows] if rows and "path" in rows[0] else None
     return clusters, labels, paths
 
 
-def _read_history(path: Path) -> list[dict]:
+def _read_history(path: Path, problems: list[str]) -> list[dict]:
     """history.csv rows with numbers parsed and empty cells dropped (absent, as in ``history_``)."""
-    if not path.is_file():
+    if not os.path.lexists(path):
         return []
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            return [{k: _parse(v) for k, v in row.items() if k and v not in ("", None)}
-                    for row in csv.DictReader(f)]
-    except (OSError, csv.Error):
+        text = read_regular(path, limit=MAX_CSV_BYTES).decode("utf-8")
+        return [{k: _parse(v) for k, v in row.items() if isinstance(k, str) and k
+                 and isinstance(v, str) and v} for row in csv.DictReader(io.StringIO(text, newline=""))]
+    except (RunFolderError, UnicodeDecodeError, csv.Error) as err:
+        problems.append(f"{path} is unreadable ({err}); no curves.")
         return []
 
 
