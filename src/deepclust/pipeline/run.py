@@ -85,10 +85,10 @@ def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
     ``resume`` continues an interrupted run in its own folder from its last checkpoint. One process at a
     time writes a run folder (``RunLock``); a second ``--resume`` of a run in progress is refused.
     """
+    config, chosen = choose_pipeline(config)  # no method named: chosen from the data
     config = absolute_paths(validate(config))  # every option checked before anything is written
     lock = RunLock(resume).acquire() if resume else None
     try:
-        config, chosen = choose_pipeline(config)
         if chosen:
             print(f"deepclust: {chosen}", file=sys.stderr)
         return _run(config, resume, lock, chosen)
