@@ -27,7 +27,7 @@ TINY_CONVNET = {"name": "tiny", "layers": [
     {"type": "conv", "filters": 8, "kernel": 3}, {"type": "activation", "fn": "relu"},
     {"type": "maxpool", "size": 2}, {"type": "flatten"}, {"type": "dense", "units": 16}]}
 # The tiny network of each option group that takes an architecture.
-TINY_ARCHS = {"autoencoder": TINY_DENSE_ARCH, "deepcluster": TINY_CONVNET}
+TINY_ARCHS = {"autoencoder": TINY_DENSE_ARCH, "convnet": TINY_CONVNET}
 
 
 def _images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ OPTION_GROUPS = {
     "clustering_stage": "the trained clustering stage of DEC, IDEC and DCN",
     "manifold": "the UMAP map that N2D and umap-gmm cluster in",
     "scan": "SCAN's neighbours, training epochs and self-labelling",
-    "deepcluster": "DeepCluster's network, front end, epochs and optimisers",
+    "convnet": "the convnet DeepCluster trains on pseudo-labels: network, front end, epochs, optimisers",
 }
 
 
@@ -65,14 +65,14 @@ class RunConfig:
     progress: bool | None = _option(None, RUN)  # None: show bars on a terminal
     # k-means restarts: of k-means itself, or of the k-means that starts a deep method's clustering.
     # None: each method's own default (10; 20 for the autoencoder methods).
-    n_init: int | None = _option(None, "kmeans", "autoencoder", "deepcluster")
-    backend: str = _option("torch", "kmeans", "deepcluster")
+    n_init: int | None = _option(None, "kmeans", "autoencoder", "convnet")
+    backend: str = _option("torch", "kmeans", "convnet")
     max_iter: int = _option(300, "kmeans")
     # autoencoder methods; arch None: default_architecture for the data's shape (DeepCluster: alexnet-small)
-    arch: str | None = _option(None, "autoencoder", "deepcluster")
+    arch: str | None = _option(None, "autoencoder", "convnet")
     pretrain_epochs: int = _option(50, "autoencoder")
     layerwise_epochs: int = _option(0, "autoencoder")
-    batch_size: int = _option(256, "autoencoder", "deepcluster")
+    batch_size: int = _option(256, "autoencoder", "convnet")
     lr: float = _option(1e-3, "autoencoder")
     optimizer: str = _option("adam", "autoencoder")
     loss: str = _option("mse", "autoencoder")
@@ -93,15 +93,15 @@ class RunConfig:
     scan_epochs: int = _option(50, "scan", param="epochs")
     self_label: bool = _option(True, "scan")
     # deepcluster
-    dc_input: str = _option("sobel", "deepcluster", param="input")  # grey, colour, sobel or colour+sobel
-    dc_epochs: int = _option(15, "deepcluster", param="epochs")
-    pca_dim: int = _option(16, "deepcluster")
-    train_clusters: int | None = _option(None, "deepcluster")  # k while training; None: n_clusters
-    net_optimizer: str = _option("sgd", "deepcluster", param="optimizer")
-    top_optimizer: str = _option("sgd", "deepcluster")
-    dc_lr: float | None = _option(None, "deepcluster", param="lr")  # None: 0.05 for SGD, 1e-3 for Adam
-    dc_lr_schedule: str = _option("constant", "deepcluster", param="lr_schedule")
-    dc_augment: str = _option("crop", "deepcluster", param="augment")  # none, crop, flip or crop+flip
+    dc_input: str = _option("sobel", "convnet", param="input")  # grey, colour, sobel or colour+sobel
+    dc_epochs: int = _option(15, "convnet", param="epochs")
+    pca_dim: int = _option(16, "convnet")
+    train_clusters: int | None = _option(None, "convnet")  # k while training; None: n_clusters
+    net_optimizer: str = _option("sgd", "convnet", param="optimizer")
+    top_optimizer: str = _option("sgd", "convnet")
+    dc_lr: float | None = _option(None, "convnet", param="lr")  # None: 0.05 for SGD, 1e-3 for Adam
+    dc_lr_schedule: str = _option("constant", "convnet", param="lr_schedule")
+    dc_augment: str = _option("crop", "convnet", param="augment")  # none, crop, flip or crop+flip
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -91,8 +91,9 @@ def read_status(paths: RunPaths) -> str:
 
 def read_config(paths: RunPaths) -> dict:
     """config.json, checked to name a known method (its options are only used through RunConfig)."""
-    from .methods import METHODS
+    from .traits import method_names
 
+    known = method_names()
     if not os.path.lexists(paths.config):
         raise FileNotFoundError(f"{paths.root} is not a deepclust run folder: it has no {paths.config.name}. "
                                 "Pass a folder written by 'deepclust run'.")
@@ -101,9 +102,8 @@ def read_config(paths: RunPaths) -> dict:
     method = flat.get("method")
     if not isinstance(method, str):
         raise RunFolderError(paths.config, "names no method (\"method\": {\"name\": ...})")
-    if method not in METHODS:
-        raise RunFolderError(paths.config, f"names an unknown method {method!r} "
-                                           f"(known: {', '.join(sorted(METHODS))})")
+    if method not in known:
+        raise RunFolderError(paths.config, f"names an unknown method {method!r} (known: {', '.join(known)})")
     for key in ("dataset", "data_dir"):
         if flat.get(key) is not None and not isinstance(flat[key], str):
             raise RunFolderError(paths.config, f"has a {key} that is not a string: {flat[key]!r}")

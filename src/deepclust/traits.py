@@ -17,6 +17,12 @@ def estimator_class(name: str) -> type | None:
     return _CLASSES.get(name)
 
 
+def method_names() -> list[str]:
+    """The ``method_name`` of every estimator class defined so far (``import deepclust`` defines them
+    all); for readers of saved files, which must not import the registry's packages back."""
+    return sorted({cls.method_name for cls in _CLASSES.values() if cls.method_name})
+
+
 class MethodTraits:
     """Class-level description of a clustering method (no state, no ``__init__``).
 

@@ -155,7 +155,7 @@ def _check_arch(arch, groups: set[str]) -> None:
 
     _check_text(arch, "--arch", "a shipped architecture name or a JSON/YAML file")
     known = (list_architectures() if "autoencoder" in groups else []) + \
-        (list_convnets() if "deepcluster" in groups else [])
+        (list_convnets() if "convnet" in groups else [])
     if not known or arch in known:
         return  # a method without a network ignores --arch
     path = Path(arch).expanduser()

@@ -129,7 +129,7 @@ class DeepCluster(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
     input_kind = IMAGES
     trains_network = True
     saves_model = True
-    option_groups = ("deepcluster",)
+    option_groups = ("convnet",)
 
     def __init__(self, n_clusters: int = 10, *, train_clusters: int | None = None, arch="alexnet-small",
                  input: str = "sobel", epochs: int = 15, batch_size: int = 256,
