@@ -271,3 +271,14 @@ def test_clustering_stage_and_schedule_options_reach_the_estimators():
     for method in ("kmeans", "ae-kmeans", "idec", "n2d", "deepcluster"):
         assert built("--method", method, "--n-init", "7").n_init == 7
     assert (built("--method", "kmeans").n_init, built("--method", "idec").n_init) == (10, 20)
+
+
+def test_a_diverging_learning_rate_is_named_and_leaves_no_run_folder(tmp_path, capsys):
+    """--lr 1e6 makes the loss NaN: the error says to lower --lr instead of blaming the data."""
+    out = tmp_path / "runs"
+    code = main(["run", "--method", "ae-kmeans", "--lr", "1e6", "--pretrain", "2", "--out", str(out),
+                 "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Training diverged" in err and "lower --lr" in err and "contains NaN" not in err
+    assert not out.exists() or not any(out.iterdir())

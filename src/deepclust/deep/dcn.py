@@ -12,6 +12,7 @@ import torch
 from .base import DeepClusterer, Initialization
 from .training import (
     check_augment,
+    check_finite_loss,
     encode,
     minibatches,
     random_affine,
@@ -134,6 +135,7 @@ class DCN(DeepClusterer):
             delta = float(np.mean(new_labels != labels))
             labels = new_labels
             n = X.shape[0]
+            check_finite_loss(total / n, epoch + 1, "cluster_lr", settings.lr)
             row = self._log({"stage": "cluster", "epoch": epoch + 1, "loss": total / n,
                              "reconstruction": rec_total / n, "kmeans": km_total / n,
                              "delta_label": delta}, y, labels)

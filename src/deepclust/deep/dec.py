@@ -17,6 +17,7 @@ from torch import nn
 from .base import DeepClusterer, Initialization
 from .training import (
     check_augment,
+    check_finite_loss,
     encode,
     minibatches,
     random_affine,
@@ -135,6 +136,7 @@ class DEC(DeepClusterer):
                 if iteration % self.update_interval == 0:
                     p, labels, delta = self._refresh_targets(model, head, X, labels)
                     if iteration > 0:
+                        check_finite_loss(total / max(seen, 1), epoch + 1, "cluster_lr", settings.lr)
                         row = self._log({"stage": "cluster", "iteration": iteration, "epoch": epoch + 1,
                                          "loss": total / max(seen, 1), "delta_label": delta}, y, labels)
                         loop.set_postfix(loss=f"{row['loss']:.4f}", changed=f"{delta:.4f}")

@@ -118,6 +118,18 @@ def check_augment(enabled: bool, X: torch.Tensor, name: str) -> bool:
 EpochCallback = Callable[[int, dict], None]
 
 
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite: the learning rate (usually) is too high for the data."""
+
+
+def check_finite_loss(loss: float, epoch: int, option: str, lr: float) -> None:
+    """Stop with one clear line when an epoch's mean loss is not finite (else the NaN surfaces later as
+    "X contains NaN", blaming the user's data)."""
+    if not math.isfinite(loss):
+        raise TrainingDiverged(f"Training diverged: the loss is {loss} after epoch {epoch} at learning rate "
+                               f"{lr:g}; lower --{option.replace('_', '-')} (e.g. ten times) and run again.")
+
+
 def train_autoencoder(model: nn.Module, X: torch.Tensor, settings: TrainSettings, *, device: torch.device,
                       generator: torch.Generator, optimizer: torch.optim.Optimizer | None = None,
                       start_epoch: int = 0, on_epoch: EpochCallback | None = None,
@@ -151,6 +163,7 @@ def train_autoencoder(model: nn.Module, X: torch.Tensor, settings: TrainSettings
             seen += idx.numel()
         seconds = time.perf_counter() - start
         row = {"epoch": epoch + 1, "loss": total / seen, "seconds": seconds}
+        check_finite_loss(row["loss"], epoch + 1, "lr", settings.lr)
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{seen / seconds:.0f}")
         if on_epoch is not None:

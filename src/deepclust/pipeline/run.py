@@ -31,6 +31,7 @@ from .._io import (
 from ..config import AUTO, RunConfig
 from ..data import ImageDataset
 from ..deep import AEKMeans, as_image_tensor, save_model
+from ..deep.training import TrainingDiverged
 from ..metrics import evaluate_clustering
 from ..progress import progress_enabled
 from ..report.page import try_write_report
@@ -182,12 +183,12 @@ def _run(config: RunConfig, resume, lock: RunLock | None, chosen: str | None = N
     except KeyboardInterrupt:
         set_status(paths, "interrupted", resume=f"deepclust run --resume {paths.root}")
         raise
-    except BaseException:
-        if resume or trains:
+    except BaseException as err:
+        if resume or (trains and not isinstance(err, TrainingDiverged)):
             set_status(paths, "failed")  # keep checkpoints: hours of training may be in them
         else:
             lock.release()
-            shutil.rmtree(paths.root, ignore_errors=True)  # never leave a half-written run behind
+            shutil.rmtree(paths.root, ignore_errors=True)  # nothing worth keeping: never a half-written run
         raise
     finally:
         if not resume:
