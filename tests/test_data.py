@@ -1006,3 +1006,23 @@ def test_transforms_reject_bad_shapes():
     with pytest.raises(ValueError, match=r"\(n_samples, height, width, channels\)"):
         to_float(np.zeros((2, 3, 3, 4)))
     assert to_float(np.zeros((2, 3, 3), dtype=np.uint8)).shape == (2, 3, 3, 1)
+
+
+def test_an_unreadable_class_folder_is_an_error_not_a_missing_class(tmp_path, monkeypatch):
+    """os.walk skips folders it cannot list; as root nothing is unreadable, so the refusal is simulated."""
+    import deepclust.data.image_folder as image_folder
+
+    for name in ("cats", "dogs"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / name / "a.png")
+    real_walk = image_folder.os.walk
+
+    def walk(top, onerror=None, **kwargs):
+        if Path(top).name == "dogs":
+            onerror(PermissionError(13, "Permission denied", str(top)))
+            return iter(())
+        return real_walk(top, onerror=onerror, **kwargs)
+
+    monkeypatch.setattr(image_folder.os, "walk", walk)
+    with pytest.raises(ValueError, match=r"Cannot read the folder .*dogs \(Permission denied\)"):
+        image_folder.load_image_folder(tmp_path)

@@ -48,11 +48,17 @@ def _image_files(folder: Path, *, recursive: bool) -> list[Path]:
     if not recursive:
         return sorted(p for p in folder.iterdir() if p.is_file() and is_image_name(p.name))
     found = []
-    for root, dirs, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder, onerror=_unreadable_folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         # regular files only: a FIFO or device named like an image would block or never end
         found.extend(Path(root) / f for f in files if is_image_name(f) and (Path(root) / f).is_file())
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _unreadable_folder(err: OSError) -> None:
+    """os.walk skips a folder it cannot list; a class must never vanish without a word."""
+    raise ValueError(f"Cannot read the folder {err.filename} ({err.strerror or err}): its images would be "
+                     "left out; fix its permissions or move it out of the data folder.") from err
 
 
 def _subfolders(folder: Path) -> list[Path]:
