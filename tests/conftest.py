@@ -13,6 +13,17 @@ TINY_DENSE_ARCH = {"name": "tiny-dense",
                    "decoder": "mirror", "output_activation": "sigmoid"}
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny inputs gain nothing from threads, and on a busy machine two threads run several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def kill_pretraining(monkeypatch):
     """``kill_pretraining(epoch, exc)``: the next pretraining raises ``exc`` right after saving ``epoch``,

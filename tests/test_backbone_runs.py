@@ -6,18 +6,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from deepclust.cli import main
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 @pytest.fixture(autouse=True)

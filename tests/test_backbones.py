@@ -19,13 +19,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HF_FAMILIES = sorted(name for name, spec in BACKBONES.items() if spec.requires == "pretrained")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny inputs gain nothing from threads, and on a busy machine two threads run several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -110,13 +110,7 @@ class Shards:
             sums[cluster] = 0.0
             counts[cluster] = 0.0
             if self.start <= index < end:  # this rank holds the point: move it here
-                i = index - self.start
-                row = X[i].double()
-                sums[old] -= row
-                counts[old] -= 1
-                sums[cluster] = row
-                counts[cluster] = 1
-                labels[i] = cluster
+                _lloyd.move_to_empty(X, labels, sums, counts, index - self.start, cluster)
         upper.fill_(float("inf"))
 
 

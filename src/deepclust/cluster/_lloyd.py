@@ -243,14 +243,19 @@ def _reseed_empty(X, labels, upper, sums, counts, empty) -> None:
             pos += 1
         i = order[pos]
         pos += 1
-        old = labels[i]
-        row = X[i].double()
-        sums[old] -= row
-        counts[old] -= 1
-        sums[cluster] = row
-        counts[cluster] = 1
-        labels[i] = cluster
+        move_to_empty(X, labels, sums, counts, i, cluster)
     upper.fill_(float("inf"))  # bounds no longer hold after centres jump: recheck everyone
+
+
+def move_to_empty(X, labels, sums, counts, i: int, cluster: int) -> None:
+    """Point ``i`` leaves its cluster's sum and count and alone makes up the empty ``cluster``."""
+    old = labels[i]
+    row = X[i].double()
+    sums[old] -= row
+    counts[old] -= 1
+    sums[cluster] = row
+    counts[cluster] = 1
+    labels[i] = cluster
 
 
 def _inertia(x_sq_total, centers, sums, counts) -> float:
