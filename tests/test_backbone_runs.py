@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from deepclust.cli import main
@@ -144,3 +145,31 @@ def test_a_grey_folder_without_a_method_keeps_the_default(tmp_path):
     assert config.method == DEFAULT_METHOD
     kept, chosen = choose_pipeline(RunConfig(dataset=str(grey), method="kmeans"))
     assert kept.method == "kmeans" and chosen is None
+
+
+class _MeanColour(torch.nn.Module):
+    """A tiny 'backbone': each channel's mean and max (6 features)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+
+
+def test_evaluate_compares_backbones_over_the_same_splits(tmp_path, photos):
+    mine = tmp_path / "mine.pt"
+    torch.jit.script(_MeanColour()).save(str(mine))
+    mine.with_suffix(".json").write_text(json.dumps({"input_size": 16, "mean": [0.5] * 3, "std": [0.25] * 3}))
+    out = tmp_path / "eval"
+    code = main(["evaluate", "-d", str(photos), "--backbone", f"efficientnet-lite0,{mine}", "--feature-cache",
+                 str(tmp_path / "cache"), "--methods", "kmeans", "--folds", "3", "--out", str(out),
+                 "--no-progress"])
+    assert code == 0
+    (folder,) = list(out.iterdir())
+    rows = json.loads((folder / "results.json").read_text())["rows"]
+    assert len(rows) == 6 and {r["backbone"] for r in rows} == {"efficientnet-lite0", str(mine)}
+    assert {r["method"] for r in rows} == {"kmeans (efficientnet-lite0)", f"kmeans ({mine})"}
+    summary = (folder / "summary.md").read_text()
+    assert "kmeans (efficientnet-lite0)" in summary and f"kmeans ({mine})" in summary
+    by_fold = {}
+    for r in rows:
+        by_fold.setdefault(r["split"], set()).add(r["n_test"])
+    assert all(len(sizes) == 1 for sizes in by_fold.values())  # both backbones scored on the same folds

@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backbone", default=None, metavar="NAME|FILE",
                      help="turn the images into features with this frozen pretrained network first "
                           "(see 'deepclust backbones'; efficientnet-lite0 works offline), then cluster the "
-                          "features with a method that takes vectors")
+                          "features with a method that takes vectors; for evaluate, a comma-separated list "
+                          "compares backbones")
     run.add_argument("--backbone-weights", default=None, metavar="PATH",
                      help="load the backbone's weights from this local file or folder instead of its "
                           "default source")

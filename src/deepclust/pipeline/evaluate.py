@@ -157,6 +157,8 @@ def evaluate(config: RunConfig, methods: Sequence[str], *, folds: int | None = N
     ``config`` gives the data (dataset, data_dir, split, grayscale, size, normalize), k, the split
     seed (``seed``), ``out`` and the methods' settings (epochs, architecture, batch size...);
     ``config.method`` is ignored. ``on_row`` is called with each result row as soon as it exists.
+    ``config.backbone`` may list several backbones, comma-separated: every method then runs on each
+    backbone's features over the same splits, and its rows are labelled "method (backbone)".
     """
     methods = _check_methods(methods)
     config = absolute_paths(validate(config, methods=methods))  # before any folder is made
@@ -169,8 +171,15 @@ def evaluate(config: RunConfig, methods: Sequence[str], *, folds: int | None = N
             raise ValueError(f"--backbone {config.backbone} gives feature vectors, but "
                              f"{', '.join(on_images)} train on images: compare methods that take vectors, "
                              "or leave out --backbone.")
-    # Images for every method (k-means flattens them): load and preprocess the data once.
-    dataset, X, n_clusters = load_inputs(config, input_kind=IMAGES)
+    # Images for every method (k-means flattens them): load and preprocess the data once (per backbone).
+    backbones = [b.strip() for b in config.backbone.split(",")] if config.backbone else [None]
+    if len(set(backbones)) != len(backbones) or "" in backbones:
+        raise ValueError(f"--backbone {config.backbone}: name each backbone once, comma-separated.")
+    features = []
+    for backbone in backbones:
+        on = dataclasses.replace(config, backbone=backbone)
+        dataset, X, n_clusters = load_inputs(on, input_kind=IMAGES)
+        features.append((on, X))
     y = dataset.labels
     n = X.shape[0]
     splits = make_splits(n, labels=y, folds=folds, seeds=seeds, seed=config.seed)
@@ -183,11 +192,14 @@ def evaluate(config: RunConfig, methods: Sequence[str], *, folds: int | None = N
     try:
         _write_setup(paths, config, methods, folds, seeds, splits, protocol, dataset, X, n_clusters)
         for split in splits:
-            for row in _evaluate_split(config, methods, split, X, y, n_clusters):
-                rows.append(row)
-                _write_results(paths, rows, protocol)
-                if on_row is not None:
-                    on_row(row)
+            for on, X_on in features:
+                for row in _evaluate_split(on, methods, split, X_on, y, n_clusters):
+                    if len(backbones) > 1:
+                        row["method"] = f"{row['method']} ({on.backbone})"
+                    rows.append(row)
+                    _write_results(paths, rows, protocol)
+                    if on_row is not None:
+                        on_row(row)
         summary = format_summary(rows, title=_title(dataset.name, n, n_clusters), protocol=protocol)
         write_text(paths.summary, summary)
         report_error = _write_report(paths, rows, dataset.name, protocol)
