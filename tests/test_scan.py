@@ -168,3 +168,20 @@ def test_bad_input(blobs, fitted):
         SCAN(4).predict(X)
     with pytest.raises(ValueError, match="features"):
         fitted.predict(X[:, :5])
+
+
+def test_an_empty_cluster_has_a_finite_centre_so_the_model_loads_again(blobs, fitted, tmp_path):
+    """A NaN centre made a saved SCAN unloadable (load_model refuses non-finite centres)."""
+    import copy
+
+    from deepclust.cluster._means import cluster_means
+    from deepclust.deep import checkpoint
+
+    X, _ = blobs
+    est = copy.deepcopy(fitted)
+    emptied = np.where(est.labels_ == 0, 1, est.labels_)  # no row left in cluster 0
+    est.cluster_centers_ = cluster_means(X, emptied, est.n_clusters)
+    assert np.isfinite(est.cluster_centers_).all() and not est.cluster_centers_[0].any()
+    checkpoint.save_model(est, tmp_path)
+    loaded = checkpoint.load_model(tmp_path)
+    np.testing.assert_array_equal(loaded.cluster_centers_, est.cluster_centers_)

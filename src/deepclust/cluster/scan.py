@@ -43,6 +43,7 @@ from .._validation import (
 )
 from ..progress import progress
 from ..traits import MethodTraits
+from ._means import cluster_means
 
 _AUGMENTS = ("dropout", "noise", "neighbor-mix", "none")
 
@@ -169,7 +170,7 @@ class SCAN(MethodTraits, ClusterMixin, BaseEstimator):
     ----------
     labels_ : ndarray (n_samples,) int64
     cluster_centers_ : ndarray (n_clusters, n_features) float32
-        Mean input row (as given, before normalisation) of each cluster; NaN for an empty cluster.
+        Mean input row (as given, before normalisation) of each cluster; zeros for an empty cluster.
     head_ : the kept head, a torch module (one head)
     best_head_ : int
         Index of the kept head among the ``n_heads``.
@@ -246,7 +247,7 @@ class SCAN(MethodTraits, ClusterMixin, BaseEstimator):
         self.head_.eval()
 
         self.labels_ = self._logits(Xn).argmax(1).cpu().numpy()
-        self.cluster_centers_ = _cluster_means(X, self.labels_, k)
+        self.cluster_centers_ = cluster_means(X, self.labels_, k)
         self.neighbors_ = neighbors.cpu().numpy()
         self.n_features_in_ = X.shape[1]
         self.fit_seconds_ = time.perf_counter() - start
@@ -415,13 +416,6 @@ def _random_neighbor(neighbors: torch.Tensor, idx: torch.Tensor, gen: torch.Gene
     """One neighbour of each row in ``idx``, drawn uniformly from its mined neighbours."""
     col = torch.randint(neighbors.shape[1], (len(idx),), generator=gen).to(neighbors.device)
     return neighbors[idx, col]
-
-
-def _cluster_means(X: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    centers = np.full((k, X.shape[1]), np.nan, dtype=np.float32)
-    for c in np.unique(labels):
-        centers[c] = X[labels == c].mean(axis=0, dtype=np.float64)
-    return centers
 
 
 __all__ = ["SCAN", "mine_neighbors", "l2_normalize", "scan_loss"]

@@ -16,6 +16,7 @@ from sklearn.mixture import GaussianMixture
 from .._validation import check_features, check_n_clusters, check_positive_int
 from ..manifold import umap_embed
 from ..traits import MethodTraits
+from ._means import cluster_means
 
 
 class UMAPGMM(MethodTraits, ClusterMixin, BaseEstimator):
@@ -117,12 +118,6 @@ class UMAPGMM(MethodTraits, ClusterMixin, BaseEstimator):
         if X.shape[1] != self._train.shape[1]:
             raise ValueError(f"X has {X.shape[1]} features; the model was fitted on {self._train.shape[1]}.")
         return torch.as_tensor(X)
-
-
-def cluster_means(X: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """(k, d) float32: the mean of each cluster's rows (zeros for an empty cluster)."""
-    return np.stack([X[labels == c].mean(0) if np.any(labels == c) else np.zeros(X.shape[1], np.float32)
-                     for c in range(k)]).astype(np.float32)
 
 
 def neighbour_votes(Z: torch.Tensor, train: torch.Tensor, train_labels: np.ndarray, n_clusters: int,
