@@ -24,18 +24,27 @@ THUMBNAIL_SIZE = 64
 def backbone_features(config: RunConfig, dataset: ImageDataset) -> tuple[np.ndarray, dict]:
     """The (n, D) float32 features of ``dataset`` under ``config.backbone``, and what the backbone is
     (name, weights and their source, licence, preprocessing; ``pretrained: True``)."""
-    from ..backbones import extract_features, get_backbone
+    from ..backbones import get_backbone
 
     backbone = get_backbone(config.backbone, weights=config.backbone_weights, device=config.device)
-    source = image_files(dataset)
-    features = extract_features(dataset.images if source is None else source, backbone,
-                                cache_dir=config.feature_cache, device=config.device,
-                                progress_bar=progress_enabled(config.progress), on_error="raise")
+    features = dataset_features(backbone, dataset, cache_dir=config.feature_cache, device=config.device,
+                                progress=progress_enabled(config.progress))
     description = backbone.describe()
     if config.backbone_weights is not None:
         description["weights_path"] = str(Path(config.backbone_weights).expanduser().resolve())
     # In memory: the estimators write into their inputs' tensors (the cache stays read-only).
     return np.array(features, dtype=np.float32), description
+
+
+def dataset_features(backbone, dataset: ImageDataset, *, cache_dir: str | None, device: str,
+                     progress: bool | None) -> np.ndarray:
+    """The cached (n, D) features of ``dataset``: from its image files at full resolution where it has
+    them, else from its decoded array. Every image was decoded already, so a bad one is an error."""
+    from ..backbones import extract_features
+
+    files = image_files(dataset)
+    return extract_features(dataset.images if files is None else files, backbone, cache_dir=cache_dir,
+                            device=device, progress_bar=progress, on_error="raise")
 
 
 def image_files(dataset: ImageDataset) -> list[str] | None:
@@ -54,15 +63,13 @@ def prepared_features(preprocessing, dataset: ImageDataset, *, cache_dir: str | 
     described = preprocessing.backbone
     if not described:
         return preprocessing.apply(dataset.images)
-    from ..backbones import extract_features, get_backbone
+    from ..backbones import get_backbone
 
     backbone = get_backbone(described["backbone"], weights=described.get("weights_path"), device=device)
     if backbone.weights_identity != described.get("weights_identity"):
         raise ValueError(f"The weights of backbone {described['backbone']} here ({backbone.weights_source}) "
                          f"are not those the run used ({described.get('weights')}), so predictions would not "
                          "match its clusters. Install the same weights, or pass the run's weights file.")
-    source = image_files(dataset)
-    features = extract_features(dataset.images if source is None else source, backbone, cache_dir=cache_dir,
-                                device=device, progress_bar=False, on_error="raise")
+    features = dataset_features(backbone, dataset, cache_dir=cache_dir, device=device, progress=False)
     return np.array(features, dtype=np.float32)
 

@@ -43,7 +43,7 @@ from ..metrics import clustering_accuracy, evaluate_clustering, normalized_mutua
 from ..runs import RunPaths, create_run_dir, set_status, versions
 from ..traits import IMAGES, VECTORS
 from .build import build_method
-from .inputs import load_inputs
+from .inputs import load_inputs, require_vector_methods
 from .validate import absolute_paths, validate
 
 #: Summary columns: (key in a result row, heading).
@@ -166,11 +166,7 @@ def evaluate(config: RunConfig, methods: Sequence[str], *, folds: int | None = N
         raise ValueError(f"evaluate compares methods at one number of clusters; got {config.n_clusters!r}. "
                          "Pass -k K, or leave it out for a labelled data set (k = its number of classes).")
     if config.backbone:  # every method clusters the same backbone features
-        on_images = [m for m in methods if method_class(m).input_kind == IMAGES]
-        if on_images:
-            raise ValueError(f"--backbone {config.backbone} gives feature vectors, but "
-                             f"{', '.join(on_images)} train on images: compare methods that take vectors, "
-                             "or leave out --backbone.")
+        require_vector_methods(methods, config.backbone)
     # Images for every method (k-means flattens them): load and preprocess the data once (per backbone).
     backbones = [b.strip() for b in config.backbone.split(",")] if config.backbone else [None]
     if len(set(backbones)) != len(backbones) or "" in backbones:

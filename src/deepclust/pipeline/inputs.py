@@ -42,20 +42,34 @@ def load_backbone_inputs(config: RunConfig, *,
     Only methods that take vectors cluster backbone features. The images an image folder keeps in
     memory are thumbnails (``--resize`` or 64 px) for the report; the backbone reads the files.
     """
-    from .embedding import THUMBNAIL_SIZE, backbone_features
+    from .embedding import backbone_features
 
-    if check_method and method_class(config.method).input_kind == IMAGES:
-        from ..methods import METHODS
+    if check_method:
+        require_vector_methods([config.method], config.backbone)
+    X, description = backbone_features(config, dataset := _load_for_backbone(config))
+    return dataset, *_checked(config, dataset, X, False), description
 
+
+def require_vector_methods(methods: list[str], backbone: str) -> None:
+    """Backbone features are vectors: every method in ``methods`` must take vectors, before any work."""
+    from ..methods import METHODS
+
+    on_images = [m for m in methods if method_class(m).input_kind == IMAGES]
+    if on_images:
         takes_vectors = ", ".join(sorted(n for n, c in METHODS.items() if c.input_kind != IMAGES))
-        raise ValueError(f"--method {config.method} trains on images, but --backbone {config.backbone} gives "
+        raise ValueError(f"--method {', '.join(on_images)} trains on images, but --backbone {backbone} gives "
                          f"feature vectors: use a method that takes vectors ({takes_vectors}).")
+
+
+def _load_for_backbone(config: RunConfig) -> ImageDataset:
+    """The data set a backbone reads: an image folder's images kept in memory only as thumbnails
+    (``--resize`` or 64 px) for the report, since the backbone reads the files themselves."""
+    from .embedding import THUMBNAIL_SIZE
+
     size = config.size
     if size is None and folder_layout(config.dataset) is not None:
         size = THUMBNAIL_SIZE
-    dataset = load_dataset(config.dataset, data_dir=config.data_dir, split=config.split, size=size)
-    X, description = backbone_features(config, dataset)
-    return dataset, *_checked(config, dataset, X, False), description
+    return load_dataset(config.dataset, data_dir=config.data_dir, split=config.split, size=size)
 
 
 def _checked(config: RunConfig, dataset: ImageDataset, X: np.ndarray,
@@ -91,17 +105,16 @@ def embed_dataset(config: RunConfig) -> tuple[np.ndarray, dict]:
     """``deepclust embed``: the backbone features of ``config.dataset`` (extracted once, then cached),
     and the backbone's description. An image folder is streamed from its files, never decoded whole."""
     from ..backbones import extract_features, get_backbone
-    from .embedding import THUMBNAIL_SIZE, image_files
+    from .embedding import dataset_features
 
     layout = folder_layout(config.dataset)
     backbone = get_backbone(config.backbone, weights=config.backbone_weights, device=config.device)
+    progress = progress_enabled(config.progress)
     if layout is not None and not layout.split_folders and config.size is None:
-        source = layout.path  # listed as the extractor lists folders, in the same order as a run's
+        # listed as the extractor lists folders: the same files in the same order as a run's
+        features = extract_features(layout.path, backbone, cache_dir=config.feature_cache,
+                                    device=config.device, progress_bar=progress, on_error="raise")
     else:
-        dataset = load_dataset(config.dataset, data_dir=config.data_dir, split=config.split,
-                               size=config.size or (THUMBNAIL_SIZE if layout is not None else None))
-        files = image_files(dataset)
-        source = dataset.images if files is None else files
-    features = extract_features(source, backbone, cache_dir=config.feature_cache, device=config.device,
-                                progress_bar=progress_enabled(config.progress), on_error="raise")
+        features = dataset_features(backbone, _load_for_backbone(config), cache_dir=config.feature_cache,
+                                    device=config.device, progress=progress)
     return features, backbone.describe()

@@ -93,10 +93,15 @@ def _check_input_size(prep: Preprocessing, estimator, paths: RunPaths) -> None:
     channels = 1 if prep.grayscale else prep.channels
     made = int(prep.image_size[0]) * int(prep.image_size[1]) * channels
     if made != int(estimator.n_features_in_):
-        model = paths.centers if isinstance(estimator, KMeans) else paths.model / MODEL_CONFIG
+        model = paths.centers if _from_centres(estimator) else paths.model / MODEL_CONFIG
         raise RunFolderError(paths.preprocessing, f"makes {made} values per image, but {model.name} takes "
                                                   f"{estimator.n_features_in_}: the two files do not belong "
                                                   "to the same run")
+
+
+def _from_centres(estimator) -> bool:
+    """Whether ``load_run`` rebuilt the model from ``cluster_centers.npy`` (a k-means run)."""
+    return isinstance(estimator, KMeans)
 
 
 def assign(run: FittedRun, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -139,9 +144,10 @@ def predict_images(run_dir: str | os.PathLike, images: Sequence[str | os.PathLik
     data = load_image_files(images, size=prep.image_size, channels=prep.channels, on_error=on_error)
     clusters, confidence = assign(run, prepared_features(prep, data))
     if not np.isfinite(confidence).all() or (clusters < 0).any() or (clusters >= run.n_clusters).any():
-        model = run.root / ("cluster_centers.npy" if isinstance(run.estimator, KMeans) else "model")
-        raise RunFolderError(model, "gives NaN confidences or clusters out of range for these images: the "
-                                    "saved model is damaged")
+        paths = RunPaths(run.root)
+        raise RunFolderError(paths.centers if _from_centres(run.estimator) else paths.model,
+                             "gives NaN confidences or clusters out of range for these images: the saved "
+                             "model is damaged")
     names = run.class_names or {}
     return [{"file": path, "cluster": int(c), "class": names.get(int(c)), "confidence": float(p)}
             for path, c, p in zip(data.paths, clusters, confidence, strict=True)]

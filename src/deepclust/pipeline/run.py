@@ -92,13 +92,14 @@ def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
     try:
         if chosen:
             print(f"deepclust: {chosen}", file=sys.stderr)
-        return _run(config, resume, lock, chosen)
+        return _run(config, resume, chosen)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _run(config: RunConfig, resume, lock: RunLock | None, chosen: str | None = None) -> RunResult:
+def _run(config: RunConfig, resume, chosen: str | None = None) -> RunResult:
+    """``run`` once its options are checked (and a resumed folder is locked by the caller)."""
     if not resume:
         check_output_folder(config.out)  # a bad --out fails before any work
     backbone = None  # what the pretrained backbone is, when one makes the features
@@ -109,9 +110,6 @@ def _run(config: RunConfig, resume, lock: RunLock | None, chosen: str | None = N
         embedding_seconds = round(time.perf_counter() - tick, 4)  # extraction, or reading the cache
     else:  # a folder's train/ when test/ is held out
         dataset, X, n_clusters = load_inputs(fit_config(config))
-    if config.from_run and not (Path(config.from_run) / "model" / "model.json").is_file():
-        raise FileNotFoundError(f"--from {config.from_run}: no saved model in {config.from_run}/model; "
-                                "pass the folder of a finished deep run.")
     k_values = auto_k_values(config, X.shape[0]) if n_clusters == AUTO else None
     method = build_method(config, k_values[0] if k_values else n_clusters)
     trains = type(method).trains_network
@@ -153,9 +151,6 @@ def _run(config: RunConfig, resume, lock: RunLock | None, chosen: str | None = N
         labels = np.asarray(method.labels_, dtype=np.int64)
         if X_fit is not X:
             labels = D.concat_shards(labels)  # every rank's labels, in data order
-            metrics_extra = {"processes": D.world_size()}
-        else:
-            metrics_extra = {}
         space = getattr(method, "embedding_", X)
         metrics = evaluate_clustering(labels, dataset.labels, space, random_state=config.seed)
         metrics.update(seconds=round(seconds, 4), metric_space="embedding" if space is not X else "input")
@@ -163,7 +158,8 @@ def _run(config: RunConfig, resume, lock: RunLock | None, chosen: str | None = N
             metrics["embedding_seconds"] = embedding_seconds
         if hasattr(method, "inertia_"):
             metrics.update(inertia=float(method.inertia_), n_iter=int(method.n_iter_))
-        metrics.update(metrics_extra)
+        if X_fit is not X:
+            metrics["processes"] = D.world_size()
         if config.metrics:
             metrics["spaces"] = metrics_by_space(method, X, labels, seed=config.seed)
         # preprocessing.json; an image folder's held-out test/ and class mappings
