@@ -6,8 +6,9 @@ import argparse
 import copy
 import sys
 import traceback
+from pathlib import Path
 
-from . import __version__, _argtypes
+from . import __version__, _argtypes, determinism
 from ._errors import describe_error, sigterm_as_interrupt
 from .config import DEFAULT_METHOD, PHOTO_METHOD
 
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the k that --clusters auto tries (default: 2:min(20, n_samples - 1))")
     run.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same "
                                                           "clusters on the CPU (default: 0)")
+    run.add_argument("--deterministic", action="store_true",
+                     help="the same clusters on any x86 machine, bit for bit: one thread and pinned "
+                          "BLAS/numba code paths (slower; see README, Reproducibility)")
     run.add_argument("--out", default="runs", help="where run folders are created (default: runs/)")
     run.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     run.add_argument("--grayscale", action="store_true", help="convert colour images to grey first")
@@ -71,10 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     deep = run.add_argument_group("deep methods (ae-kmeans, dec, idec, dcn, n2d)")
     deep.add_argument("-a", "--arch", default=None,
                       help="autoencoder: a shipped name (dec-dense, dec-dense-sgd, conv-mnist, conv-cifar, "
-                           "conv-coil20, conv-coil20-64) or "
-                           "a JSON/YAML file (default: chosen for the data's shape)")
-    deep.add_argument("--pretrain", type=int, default=50, metavar="N",
-                      help="autoencoder pretraining epochs (0 with --from: reuse that run's autoencoder)")
+                           "conv-coil20, conv-coil20-64) or a JSON/YAML file (default: the method's "
+                           "recipe for the data, else one chosen for its shape)")
+    deep.add_argument("--pretrain", type=int, default=None, metavar="N",
+                      help="autoencoder pretraining epochs (0 with --from: reuse that run's autoencoder; "
+                           "default: the method's recipe for the data, else 50)")
     deep.add_argument("--cluster", type=int, default=50, metavar="N",
                       help="clustering epochs of dec, idec and dcn (default: 50)")
     deep.add_argument("--layerwise", type=int, default=0, metavar="N",
@@ -82,9 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
                            "(dense stacks, DEC's recipe)")
     deep.add_argument("--from", dest="from_run", default=None, metavar="RUN_DIR",
                       help="start from the autoencoder saved in this finished deep run")
-    deep.add_argument("--batch-size", type=int, default=256)
-    deep.add_argument("--lr", type=float, default=1e-3)
-    deep.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    deep.add_argument("--batch-size", type=int, default=None,
+                      help="default: the method's recipe for the data, else 256")
+    deep.add_argument("--lr", type=float, default=None,
+                      help="pretraining learning rate (default: the method's recipe for the data, else 1e-3)")
+    deep.add_argument("--optimizer", choices=["adam", "sgd"], default=None,
+                      help="pretraining optimizer (default: the method's recipe for the data, else adam)")
     deep.add_argument("--cluster-optimizer", choices=["sgd", "adam"], default=None,
                       help="optimizer of the clustering stage of dec, idec and dcn (default: sgd with "
                            "momentum 0.9 for dec/idec, as their papers; adam for dcn)")
@@ -95,9 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="reconstruction loss (mse-cosine: MSE minus cosine similarity)")
     deep.add_argument("--noise", type=float, default=0.0, help="denoising: std of input noise")
     deep.add_argument("--augment", action="store_true", help="random shifts and rotations while pretraining")
-    deep.add_argument("--cluster-augment", action="store_true",
+    deep.add_argument("--cluster-augment", action=argparse.BooleanOptionalAction, default=None,
                       help="dec, idec and dcn: train the clustering stage on randomly shifted and rotated "
-                           "views, targets from the clean images (DEC-DA); images only")
+                           "views, targets from the clean images (DEC-DA); images only (default: the "
+                           "method's recipe for the data, else off)")
     manifold = run.add_argument_group("the UMAP stage (n2d, umap-gmm)")
     manifold.add_argument("--umap-neighbors", type=int, default=20, metavar="N",
                           help="UMAP's neighbourhood size (default: 20, as N2D)")
@@ -185,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if _wants_pinned(args) and not determinism.is_pinned():  # the libraries read the pins when they load
+        determinism.restart_pinned(sys.argv[1:] if argv is None else list(argv))
     try:
         with sigterm_as_interrupt():  # SIGTERM: status "interrupted", resumable, as after Ctrl-C
             return args.func(args)
@@ -194,6 +205,23 @@ def main(argv: list[str] | None = None) -> int:
         message, status = describe_error(err)
         print(f"deepclust: {message}", file=sys.stderr)
         return status
+
+
+def _wants_pinned(args: argparse.Namespace) -> bool:
+    """``--deterministic``, or ``--resume`` of a run that was started with it."""
+    if getattr(args, "deterministic", False):
+        return True
+    resume = getattr(args, "resume", None)
+    if not resume:
+        return False
+    from .config import RunConfig
+    from .run_folder import read_json
+
+    try:
+        saved = read_json(Path(resume) / "config.json")
+    except (OSError, ValueError):
+        return False  # resume_run says what is wrong with the folder
+    return RunConfig.from_saved(saved).deterministic is True
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -236,7 +264,7 @@ def _run_config(args: argparse.Namespace):
         umap_metric=args.umap_metric, scan_neighbors=args.scan_neighbors, scan_epochs=args.scan_epochs,
         self_label=args.self_label,
         from_run=args.from_run, visualize=args.visualize, metrics=args.metrics,
-        progress=False if args.no_progress else None,
+        progress=False if args.no_progress else None, deterministic=args.deterministic,
     )
 
 

@@ -63,6 +63,7 @@ class RunConfig:
     visualize: bool = _option(False, RUN)  # write PNG plots to plots/
     metrics: bool = _option(False, RUN)  # also score the clusters in every space the run passed through
     progress: bool | None = _option(None, RUN)  # None: show bars on a terminal
+    deterministic: bool = _option(False, RUN)  # bit-identical across machines (deepclust.determinism)
     # k-means restarts: of k-means itself, or of the k-means that starts a deep method's clustering.
     # None: each method's own default (10; 20 for the autoencoder methods).
     n_init: int | None = _option(None, "kmeans", "autoencoder", "convnet")
@@ -70,11 +71,13 @@ class RunConfig:
     max_iter: int = _option(300, "kmeans")
     # autoencoder methods; arch None: default_architecture for the data's shape (DeepCluster: alexnet-small)
     arch: str | None = _option(None, "autoencoder", "convnet")
-    pretrain_epochs: int = _option(50, "autoencoder")
+    # None here: the method's recipe for the data's shape (deepclust.recipes), else the estimator's default
+    # (50 epochs, batch 256, Adam at 1e-3)
+    pretrain_epochs: int | None = _option(None, "autoencoder")
     layerwise_epochs: int = _option(0, "autoencoder")
-    batch_size: int = _option(256, "autoencoder", "convnet")
-    lr: float = _option(1e-3, "autoencoder")
-    optimizer: str = _option("adam", "autoencoder")
+    batch_size: int | None = _option(None, "autoencoder", "convnet")
+    lr: float | None = _option(None, "autoencoder")
+    optimizer: str | None = _option(None, "autoencoder")
     loss: str = _option("mse", "autoencoder")
     noise: float = _option(0.0, "autoencoder")
     augment: bool = _option(False, "autoencoder")
@@ -83,7 +86,7 @@ class RunConfig:
     cluster_epochs: int = _option(50, "clustering_stage", param="clustering_epochs")
     cluster_optimizer: str | None = _option(None, "clustering_stage")
     cluster_lr: float | None = _option(None, "clustering_stage")
-    cluster_augment: bool = _option(False, "clustering_stage")
+    cluster_augment: bool | None = _option(None, "clustering_stage")  # None: the recipe's, else off
     # the UMAP manifold stage (n2d, umap-gmm)
     umap_neighbors: int = _option(20, "manifold", param="n_neighbors")
     umap_dim: int | None = _option(None, "manifold", param="manifold_dim")  # None: n_clusters

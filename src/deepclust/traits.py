@@ -50,6 +50,9 @@ class MethodTraits:
         The groups of run options it reads (see :data:`deepclust.config.OPTION_GROUPS`).
     fits_across_processes : bool
         Under ``torchrun`` its ``fit`` is collective: each process passes its shard of the rows.
+    recipes : dict
+        Its best measured options by data shape (:mod:`deepclust.recipes`): what a run fills in for the
+        options the user leaves unset.
     """
 
     method_name: ClassVar[str | None] = None
@@ -61,6 +64,7 @@ class MethodTraits:
     reuses_autoencoder: ClassVar[bool] = False
     option_groups: ClassVar[tuple[str, ...]] = ()
     fits_across_processes: ClassVar[bool] = False
+    recipes: ClassVar[dict] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -9,7 +9,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import DeepClusterer, Initialization
+from ..recipes import LARGE_GREY, SMALL_GREY, Recipe
+from .base import (
+    DEC_CODE_MIN_SAMPLES,
+    DEC_CODE_PRETRAINING,
+    LARGE_GREY_AUTOENCODER,
+    DeepClusterer,
+    Initialization,
+)
 from .training import (
     check_augment,
     check_finite_loss,
@@ -71,6 +78,11 @@ class DCN(DeepClusterer):
     method_name = "dcn"
     summary = "autoencoder trained jointly with a k-means loss (Yang et al. 2017)"
     option_groups = ("autoencoder", "clustering_stage")
+    recipes = {
+        SMALL_GREY: Recipe(DEC_CODE_PRETRAINING, "MNIST-70k, 3 seeds: 0.946 ± 0.007 (Adam, 50 epochs: 0.812)",
+                           min_samples=DEC_CODE_MIN_SAMPLES),
+        LARGE_GREY: Recipe(LARGE_GREY_AUTOENCODER, "COIL-20 at 64 x 64, 2 seeds: 0.728", resize_to=64),
+    }
 
     def __init__(self, n_clusters: int = 10, *, clustering_epochs: int = 50, lam: float = 0.01,
                  cluster_optimizer: str = "adam", cluster_lr: float | None = None,

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from ..cluster.umap_gmm import UMAPGMM
-from .base import DeepClusterer, Initialization, as_image_tensor
+from ..recipes import LARGE_GREY, SMALL_GREY, Recipe
+from .base import LARGE_GREY_AUTOENCODER, DeepClusterer, Initialization, as_image_tensor
 
 
 class N2D(DeepClusterer):
@@ -30,6 +31,13 @@ class N2D(DeepClusterer):
     method_name = "n2d"
     summary = "autoencoder, then UMAP, then a Gaussian mixture (McConville et al. 2020)"
     option_groups = ("autoencoder", "manifold")
+    recipes = {
+        SMALL_GREY: Recipe({}, "its defaults (dense autoencoder, Adam 1e-3, 50 epochs; UMAP 20 neighbours, "
+                           "10 mixture restarts), 3 seeds: MNIST-test 0.952, USPS 0.961; MNIST-70k 0.978 "
+                           "(1 seed, 100 epochs)"),
+        LARGE_GREY: Recipe(LARGE_GREY_AUTOENCODER, "COIL-20 at 64 x 64, 3 seeds: 0.830 ± 0.025",
+                           resize_to=64),
+    }
 
     def __init__(self, n_clusters: int = 10, *, n_neighbors: int = 20, min_dist: float = 0.0,
                  manifold_dim: int | None = None, metric: str = "euclidean", n_vote: int = 10,

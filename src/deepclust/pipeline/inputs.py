@@ -13,8 +13,9 @@ from ..data import ImageDataset, load_dataset
 from ..data.transforms import prepare_features
 from ..methods import method_class
 from ..progress import progress_enabled
+from ..recipes import apply_recipe
 from ..traits import IMAGES
-from .folder import folder_layout
+from .folder import fit_config, folder_layout
 
 
 def load_inputs(config: RunConfig, *,
@@ -33,6 +34,21 @@ def load_inputs(config: RunConfig, *,
     images = (input_kind or method_class(config.method).input_kind) == IMAGES
     X = prepare_features(dataset, grayscale=config.grayscale, normalize=config.normalize, flatten=not images)
     return dataset, *_checked(config, dataset, X, images)
+
+
+def load_run_inputs(config: RunConfig) -> tuple[RunConfig, dict | None, ImageDataset, np.ndarray, int | str]:
+    """A run's pixels (a folder's train/ when test/ is held out), with ``config`` completed by the
+    method's recipe for their shape and number (:mod:`deepclust.recipes`), and that recipe's record.
+
+    A recipe that resizes the images (COIL-20's objects to 64 x 64) has them loaded again at that size.
+    """
+    dataset, X, n_clusters = load_inputs(fit_config(config))
+    channels = 1 if config.grayscale else dataset.images.shape[-1]
+    config, recipe = apply_recipe(config, method_class(config.method), (*dataset.images.shape[1:3], channels),
+                                  len(X), n_clusters)
+    if recipe is not None and "size" in recipe["options"]:
+        dataset, X, n_clusters = load_inputs(fit_config(config))
+    return config, recipe, dataset, X, n_clusters
 
 
 def load_backbone_inputs(config: RunConfig, *,

@@ -32,6 +32,7 @@ from ..config import AUTO, RunConfig
 from ..data import ImageDataset
 from ..deep import AEKMeans, as_image_tensor, save_model
 from ..deep.training import TrainingDiverged
+from ..determinism import is_pinned, pin_torch
 from ..metrics import evaluate_clustering
 from ..progress import progress_enabled
 from ..report.page import try_write_report
@@ -39,7 +40,7 @@ from ..runs import RunPaths, create_run_dir, set_status, versions
 from .build import build_method
 from .defaults import choose_pipeline
 from .folder import after_fit, fit_config, summary_lines
-from .inputs import auto_k_values, load_backbone_inputs, load_inputs
+from .inputs import auto_k_values, load_backbone_inputs, load_run_inputs
 from .validate import absolute_paths, validate
 
 
@@ -88,6 +89,8 @@ def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
     """
     config, chosen = choose_pipeline(config)  # no method named: chosen from the data
     config = absolute_paths(validate(config))  # every option checked before anything is written
+    if config.deterministic:
+        pin_deterministic()
     lock = RunLock(resume).acquire() if resume else None
     try:
         if chosen:
@@ -98,18 +101,31 @@ def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
             lock.release()
 
 
+def pin_deterministic() -> None:
+    """One thread and torch's deterministic kernels; says so when the process was not started pinned
+    (the BLAS and numba pins only take effect in a new process: ``deepclust.determinism``)."""
+    pin_torch()
+    if not is_pinned():
+        print("deepclust: --deterministic pins threads and torch here; for the same bits on any machine "
+              "start Python with deepclust.determinism.pinned_environment() set (the command line does)",
+              file=sys.stderr)
+
+
 def _run(config: RunConfig, resume, chosen: str | None = None) -> RunResult:
     """``run`` once its options are checked (and a resumed folder is locked by the caller)."""
     if not resume:
         check_output_folder(config.out)  # a bad --out fails before any work
     backbone = None  # what the pretrained backbone is, when one makes the features
     embedding_seconds = None
+    recipe = None  # the method's recipe for the data, when it set options
     if config.backbone:
         tick = time.perf_counter()
         dataset, X, n_clusters, backbone = load_backbone_inputs(fit_config(config))
         embedding_seconds = round(time.perf_counter() - tick, 4)  # extraction, or reading the cache
-    else:  # a folder's train/ when test/ is held out
-        dataset, X, n_clusters = load_inputs(fit_config(config))
+    else:  # options left unset come from the method's recipe for these data
+        config, recipe, dataset, X, n_clusters = load_run_inputs(config)
+        if resume:  # the saved options already hold the recipe's values; keep the record of them
+            recipe = _saved_recipe(RunPaths(Path(resume)))
     k_values = auto_k_values(config, X.shape[0]) if n_clusters == AUTO else None
     method = build_method(config, k_values[0] if k_values else n_clusters)
     trains = type(method).trains_network
@@ -133,14 +149,14 @@ def _run(config: RunConfig, resume, chosen: str | None = None) -> RunResult:
     try:
         arch_k = k_values[0] if k_values else n_clusters  # auto: the autoencoder is built for the first k
         _write_config(paths, config, dataset, X, n_clusters, method, arch_clusters=arch_k, backbone=backbone,
-                      chosen=chosen)
+                      chosen=chosen, recipe=recipe)
         start = time.perf_counter()
         pretrained_history: list[dict] = []
         if k_values:  # --clusters auto: choose k first (pretraining the autoencoder once), then fit with it
             selection, pretrained_history = choose_k_for_run(config, paths, method, X, k_values)
             n_clusters = selection["best_k"]
             _write_config(paths, config, dataset, X, n_clusters, method, arch_clusters=arch_k,
-                          backbone=backbone, k_selection=selection, chosen=chosen)
+                          backbone=backbone, k_selection=selection, chosen=chosen, recipe=recipe)
         if trains:
             method.fit(X, dataset.labels)  # labels only feed the per-epoch log, never the training
         else:
@@ -190,6 +206,15 @@ def _run(config: RunConfig, resume, chosen: str | None = None) -> RunResult:
         if not resume:
             lock.release()
     return RunResult(paths, metrics, labels, dataset)
+
+
+def _saved_recipe(paths: RunPaths) -> dict | None:
+    """The recipe record in a resumed run's ``config.json`` (None if it has none or is unreadable)."""
+    try:
+        record = json.loads(paths.config.read_text()).get("resolved", {}).get("recipe")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _check_distributed(config: RunConfig, method, k_values) -> None:
@@ -297,7 +322,8 @@ def format_summary(result: RunResult) -> str:
 
 
 def _write_config(paths, config, dataset, X, n_clusters, method, *, arch_clusters=None,
-                  k_selection=None, backbone: dict | None = None, chosen: str | None = None) -> None:
+                  k_selection=None, backbone: dict | None = None, chosen: str | None = None,
+                  recipe: dict | None = None) -> None:
     """``config.json``: the data, run and method parts of the config (only the options the method reads),
     what they resolved to, and the versions."""
     resolved_k = {} if k_selection is None else {"k_selection": {
@@ -313,6 +339,7 @@ def _write_config(paths, config, dataset, X, n_clusters, method, *, arch_cluster
             "architecture": _architecture(config, dataset, method, arch_clusters or n_clusters),
             "backbone": backbone,  # pretrained weights made the features: name, weights, source, licence
             "pipeline_chosen": chosen,  # why this method (and backbone) when none was named
+            "recipe": recipe,  # the options the method's recipe for these data set, and why
             **resolved_k,
             "image_shape": list(dataset.images.shape[1:]),
             "method_params": jsonable_params(method.get_params()),

@@ -27,8 +27,8 @@ NORMALIZE = (None, "unit", "standard")
 # (field, option, minimum, allows None): integer options.
 _INTS = (
     ("n_init", "--n-init", 1, True), ("max_iter", "max_iter", 1, False),
-    ("pretrain_epochs", "--pretrain", 0, False), ("layerwise_epochs", "--layerwise", 0, False),
-    ("batch_size", "--batch-size", 1, False), ("cluster_epochs", "--cluster", 0, False),
+    ("pretrain_epochs", "--pretrain", 0, True), ("layerwise_epochs", "--layerwise", 0, False),
+    ("batch_size", "--batch-size", 1, True), ("cluster_epochs", "--cluster", 0, False),
     ("umap_neighbors", "--umap-neighbors", 2, False), ("umap_dim", "--umap-dim", 1, True),
     ("scan_neighbors", "--scan-neighbors", 1, False), ("scan_epochs", "--scan-epochs", 1, False),
     ("dc_epochs", "--dc-epochs", 1, False), ("pca_dim", "--pca-dim", 1, False),
@@ -36,7 +36,7 @@ _INTS = (
 )
 # (field, option, allows zero, allows None): finite float options.
 _FLOATS = (
-    ("lr", "--lr", False, False), ("cluster_lr", "--cluster-lr", False, True),
+    ("lr", "--lr", False, True), ("cluster_lr", "--cluster-lr", False, True),
     ("dc_lr", "--dc-lr", False, True), ("noise", "--noise", True, False),
 )
 
@@ -66,7 +66,7 @@ def validate(config: RunConfig, *, methods: Iterable[str] | None = None) -> RunC
         _check_int(getattr(config, name), option, minimum, optional)
     if config.seed > MAX_SEED:
         raise ValueError(f"--seed must be at most {MAX_SEED}; got {config.seed}.")
-    if config.batch_size > MAX_BATCH_SIZE:
+    if config.batch_size is not None and config.batch_size > MAX_BATCH_SIZE:
         raise ValueError(f"--batch-size must be at most {MAX_BATCH_SIZE}; got {config.batch_size}.")
     for name, option, zero, optional in _FLOATS:
         _check_float(getattr(config, name), option, zero, optional)

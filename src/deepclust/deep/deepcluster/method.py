@@ -36,6 +36,7 @@ from ...cluster import KMeans
 from ...metrics import clustering_accuracy, normalized_mutual_info
 from ...models.convnets import INPUT_MODES, ConvNet, build_convnet
 from ...progress import progress
+from ...recipes import SMALL_GREY, PerCluster, Recipe
 from ...traits import IMAGES, MethodTraits
 from ..base import as_image_tensor
 from ..loop import EpochLoop
@@ -130,6 +131,10 @@ class DeepCluster(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
     trains_network = True
     saves_model = True
     option_groups = ("convnet",)
+    # training on twice the classes, then the final clustering with k (RESULTS.md, "DeepCluster on
+    # MNIST-test: over-clustering while training meets the target"); the paper trains on k itself
+    recipes = {SMALL_GREY: Recipe({"train_clusters": PerCluster(2)},
+                                  "MNIST-test, 3 seeds: ACC 0.831, NMI 0.747 (trained on k: NMI < 0.70)")}
 
     def __init__(self, n_clusters: int = 10, *, train_clusters: int | None = None, arch="alexnet-small",
                  input: str = "sobel", epochs: int = 15, batch_size: int = 256,
