@@ -193,6 +193,22 @@ def shard_indices(n: int, rank_: int | None = None, world: int | None = None, *,
     return np.arange(start, stop, dtype=np.int64)
 
 
+def data_parallel(module: torch.nn.Module, *, find_unused_parameters: bool = False) -> torch.nn.Module:
+    """``module`` wrapped in ``DistributedDataParallel`` under torchrun (gradients averaged over ranks
+    after every backward, rank 0's weights broadcast at the start); ``module`` itself in one process.
+
+    Wrap for training only and keep using ``module`` for ``state_dict``, checkpoints and inference.
+    ``find_unused_parameters``: some parameters get no gradient (DEC's decoder), which DDP must be told.
+    """
+    if not is_distributed():
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(module.parameters()).device
+    return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None,
+                                   find_unused_parameters=find_unused_parameters)
+
+
 # ----------------------------------------------------------------------------------- collectives
 def _comm_device() -> torch.device:
     """Where collective tensors must live: the current GPU for NCCL, else the CPU."""
