@@ -232,20 +232,25 @@ def resume_run(run_dir: str | Path) -> RunResult:
     the training stages then resume from rank 0's checkpoints (``deep/loop.py``).
     """
     paths = RunPaths(Path(run_dir))
-    found = _saved_config(paths, run_dir) if D.is_main_process() else None
+    if not D.is_distributed():
+        return run(_saved_config(paths, run_dir), resume=paths.root)
+    try:
+        found = _saved_config(paths, run_dir) if D.is_main_process() else None
+    except Exception as err:  # sent to every rank, so all of them stop with rank 0's message
+        found = err
     found = D.broadcast_object(found)
     if isinstance(found, Exception):
         raise found
     return run(found, resume=paths.root)
 
 
-def _saved_config(paths: RunPaths, run_dir) -> RunConfig | Exception:
-    """The configuration of an unfinished run folder, or the error that says why it cannot resume."""
+def _saved_config(paths: RunPaths, run_dir) -> RunConfig:
+    """The configuration of an unfinished run folder; an error when it cannot be resumed."""
     if not paths.config.is_file():
-        return FileNotFoundError(f"{run_dir} is not a deepclust run folder: it has no config.json.")
+        raise FileNotFoundError(f"{run_dir} is not a deepclust run folder: it has no config.json.")
     status = json.loads(paths.status.read_text())["status"] if paths.status.is_file() else "unknown"
     if status == "complete":
-        return ValueError(f"The run in {run_dir} is already complete; nothing to resume.")
+        raise ValueError(f"The run in {run_dir} is already complete; nothing to resume.")
     return RunConfig.from_saved(json.loads(paths.config.read_text()))
 
 
