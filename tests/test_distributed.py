@@ -23,6 +23,7 @@ import deepclust
 from deepclust import KMeans
 from deepclust import deep as deep_methods
 from deepclust import distributed as D
+from deepclust.deep.training import Share, TrainSettings, backward_share, corrupt, reconstruction_loss
 from deepclust.metrics import adjusted_rand_index
 
 WORKER = Path(__file__).with_name("dist_worker.py")
@@ -225,3 +226,32 @@ def test_timeout_from_environment(monkeypatch):
         monkeypatch.setenv(D.TIMEOUT_ENV, bad)
         with pytest.raises(ValueError, match=D.TIMEOUT_ENV):
             D.timeout_seconds()
+
+
+def test_a_share_is_corrupted_as_those_rows_of_the_whole_batch():
+    """Noise and shifts are drawn for the whole batch and sliced: each rank's rows get what one process
+    gives them, and every rank's generator ends in the same state."""
+    x = torch.rand(10, 1, 8, 8)
+    settings = TrainSettings(noise=0.3, augment=True)
+    g_whole = torch.Generator().manual_seed(0)
+    whole = corrupt(x, settings, g_whole)
+    for start, stop in [(0, 4), (4, 10), (10, 10)]:  # the last: a rank with no rows of the batch
+        g = torch.Generator().manual_seed(0)
+        part = corrupt(x[start:stop], settings, g, Share(start, stop, 10))
+        torch.testing.assert_close(part, whole[start:stop])
+        assert torch.equal(g.get_state(), g_whole.get_state())
+
+
+def test_weighted_shares_add_up_to_the_whole_batch_gradient():
+    """``backward_share`` weights a share's mean loss by rows * world / size: with DDP's average over
+    ranks (here one rank, so the shares' gradients simply add up) that is the whole batch's gradient."""
+    torch.manual_seed(0)
+    model, x = torch.nn.Linear(6, 6), torch.rand(10, 6)
+    reconstruction_loss(model(x), x).backward()
+    whole = model.weight.grad.clone()
+    model.weight.grad = None
+    for start, stop in [(0, 3), (3, 10), (10, 10)]:
+        out = model(x[start:stop])
+        loss = reconstruction_loss(out, x[start:stop]) if stop > start else None
+        backward_share(loss, (out,), Share(start, stop, 10))
+    torch.testing.assert_close(model.weight.grad, whole)
