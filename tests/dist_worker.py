@@ -6,6 +6,12 @@ kmeans  fit distributed k-means on each configuration in IN (an .npz with X and 
         configurations), check on every rank that predict(shard) == labels_ and that every rank holds
         the same centres, and let rank 0 alone write the gathered labels and centres to OUT/result.npz;
         every rank also asks ``main_process_only`` to write OUT/written_by_rank{r}.txt.
+deep    fit each deep-method configuration in IN (images X and a JSON list of [class name, parameters]);
+        every rank checks that all ranks hold the same labels, centres and weights, and rank 0 writes
+        the labels, centres and history losses to OUT/deep.npz. A configuration's "checkpoint_dir" is
+        made per rank (rank r: OUT/<name>-rank<r>), so the test sees which ranks wrote checkpoints; one
+        with "resume_after" is first fitted with that many clustering epochs, then refitted in full on
+        the same folders (rank 1's stays empty: every rank resumes from rank 0's checkpoint).
 die     rank 1 raises before the fit while rank 0 waits in the fit's first collective.
 stall   rank 1 sleeps instead of fitting; rank 0 must fail after DEEPCLUST_DIST_TIMEOUT seconds.
 """
@@ -21,6 +27,7 @@ import numpy as np
 import torch
 
 from deepclust import KMeans
+from deepclust import deep as deep_methods
 from deepclust import distributed as D
 from deepclust._io import write_text
 
@@ -60,6 +67,35 @@ def kmeans(src: Path, out: Path) -> None:
     D.main_process_only(write_text)(out / f"written_by_rank{D.rank()}.txt", "hello\n")
 
 
+def _same_on_every_rank(name: str, array) -> None:
+    parts = D.all_gather_tensors(torch.as_tensor(np.ascontiguousarray(array)))
+    if not all(torch.equal(p, parts[0]) for p in parts):
+        raise AssertionError(f"{name}: the ranks differ")
+
+
+def deep(src: Path, out: Path) -> None:
+    data = np.load(src)
+    X, configs = data["X"], json.loads(str(data["configs"]))
+    results = {}
+    for i, (cls_name, params) in enumerate(configs):
+        cls = getattr(deep_methods, cls_name)
+        if params.get("checkpoint_dir"):
+            params["checkpoint_dir"] = str(out / f"{params['checkpoint_dir']}-rank{D.rank()}")
+        resume_after = params.pop("resume_after", None)
+        if resume_after is not None:  # an interrupted fit: the first clustering epochs only
+            cls(**{**params, "clustering_epochs": resume_after}).fit(X)
+        est = cls(**params).fit(X)
+        _same_on_every_rank(f"config {i} labels", est.labels_)
+        _same_on_every_rank(f"config {i} centres", est.cluster_centers_)
+        _same_on_every_rank(f"config {i} embedding", est.embedding_)
+        for key, value in est.autoencoder_.state_dict().items():
+            _same_on_every_rank(f"config {i} weight {key}", value)
+        results[f"labels{i}"] = est.labels_
+        results[f"centers{i}"] = est.cluster_centers_
+        results[f"loss{i}"] = np.array([row.get("loss", np.nan) for row in est.history_], dtype=np.float64)
+    D.main_process_only(np.savez)(out / "deep.npz", **results)
+
+
 def die(X: np.ndarray) -> None:
     if D.rank() == 1:
         raise RuntimeError("rank 1 dies on purpose")
@@ -77,6 +113,8 @@ def main(argv: list[str]) -> None:
     with D.distributed_session("cpu"):
         if scenario == "kmeans":
             kmeans(src, out)
+        elif scenario == "deep":
+            deep(src, out)
         else:
             X = np.load(src)["X"]
             {"die": die, "stall": stall}[scenario](X)

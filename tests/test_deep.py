@@ -245,9 +245,9 @@ def test_cluster_augment_trains_on_shifted_views_deterministically(cls, tiny_ima
     module = importlib.import_module(cls.__module__)
     real, seen = module.random_affine, []
 
-    def counting(x, generator):
+    def counting(x, generator, **kwargs):  # share= under torchrun
         seen.append(x.shape)
-        return real(x, generator)
+        return real(x, generator, **kwargs)
 
     monkeypatch.setattr(module, "random_affine", counting)
     images, _ = tiny_images

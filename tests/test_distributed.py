@@ -21,7 +21,10 @@ import torch.distributed as dist
 
 import deepclust
 from deepclust import KMeans
+from deepclust import deep as deep_methods
 from deepclust import distributed as D
+from deepclust.deep.training import Share, TrainSettings, backward_share, corrupt, reconstruction_loss
+from deepclust.metrics import adjusted_rand_index
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 LAUNCH_TIMEOUT_S = 400  # a torchrun start takes 8-40 s on a busy 2-core machine; a hang takes forever
@@ -74,6 +77,61 @@ def test_two_ranks_match_one_process(tmp_path):
     assert int(got["repaired3"]) >= 2  # both far centres were re-seeded: the repair ran across ranks
     # main_process_only: both ranks asked to write a file named after their rank; only rank 0 did.
     assert sorted(p.name for p in out.iterdir()) == ["result.npz", "written_by_rank0.txt"]
+
+
+TINY_ARCH = {"name": "tiny-dense", "decoder": "mirror", "output_activation": "sigmoid",
+             "encoder": [{"type": "flatten"}, {"type": "dense", "units": 32, "activation": "relu"},
+                         {"type": "dense", "units": 3}]}
+
+
+def _bar_images(n: int = 91) -> np.ndarray:
+    """Grey 8x8 images in 3 groups (a bright bar in one of three rows)."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 40, size=(n, 8, 8, 1)).astype(np.uint8)
+    for i, c in enumerate(np.arange(n) % 3):
+        images[i, 1 + 3 * c: 3 + 3 * c, :, 0] = 230
+    return images
+
+
+@pytest.mark.slow
+def test_deep_methods_on_two_ranks_follow_one_process(tmp_path):
+    """Autoencoder pretraining and the DEC / IDEC / DCN stages under DDP, with the global batch of one
+    process: the same loss curves (rtol 1e-4; the ranks' gradients are summed in another order, and
+    the observed gap is below 3e-5), the same clusters, checkpoints written by rank 0 alone, and a fit
+    resumed from rank 0's checkpoint ending where an uninterrupted one ends.
+
+    91 images in batches of 15: the ranks take 7 and 8 rows of each batch, and the last batch (1 row)
+    leaves rank 0 none. Noise and random shifts are drawn for the whole batch on every rank.
+    """
+    X = _bar_images()
+    base = dict(n_clusters=3, arch=TINY_ARCH, batch_size=15, lr=3e-3, n_init=3, random_state=0,
+                verbose=False)
+    stage = dict(base, pretrain_epochs=2, clustering_epochs=2, update_interval=4, tol=0.0)
+    configs = [
+        ["AEKMeans", dict(base, pretrain_epochs=3, noise=0.05, checkpoint_dir="ae")],
+        ["IDEC", dict(stage, cluster_augment=True)],
+        ["DEC", dict(stage)],
+        ["DCN", dict(base, pretrain_epochs=2, clustering_epochs=2, cluster_augment=True)],
+        ["IDEC", dict(stage, cluster_augment=True, checkpoint_dir="idec", resume_after=1)],
+    ]
+    np.savez(tmp_path / "in.npz", X=X, configs=json.dumps(configs))
+    out = tmp_path / "out"
+    out.mkdir()
+    proc, _ = _torchrun("deep", tmp_path / "in.npz", out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = np.load(out / "deep.npz")
+    for i, (name, params) in enumerate(configs):
+        params = {k: v for k, v in params.items() if k not in ("checkpoint_dir", "resume_after")}
+        ref = getattr(deep_methods, name)(**params).fit(X)
+        losses = np.array([row.get("loss", np.nan) for row in ref.history_])
+        np.testing.assert_allclose(got[f"loss{i}"], losses, rtol=1e-4, equal_nan=True, err_msg=f"{i} {name}")
+        # The same partition (k-means restarts that find it tie to float rounding, so the numbering of
+        # the clusters may differ).
+        assert adjusted_rand_index(ref.labels_, got[f"labels{i}"]) == pytest.approx(1.0), f"{i} {name}"
+    # Rank 0 alone wrote checkpoints; the resumed fit found them in rank 0's folder only.
+    assert sorted(p.name for p in (out / "ae-rank0").iterdir()) == ["pretrain.pt"]
+    assert sorted(p.name for p in (out / "idec-rank0").iterdir()) == ["cluster.pt", "pretrain.pt"]
+    assert not (out / "ae-rank1").exists() and not (out / "idec-rank1").exists()
 
 
 @pytest.mark.slow
@@ -168,3 +226,32 @@ def test_timeout_from_environment(monkeypatch):
         monkeypatch.setenv(D.TIMEOUT_ENV, bad)
         with pytest.raises(ValueError, match=D.TIMEOUT_ENV):
             D.timeout_seconds()
+
+
+def test_a_share_is_corrupted_as_those_rows_of_the_whole_batch():
+    """Noise and shifts are drawn for the whole batch and sliced: each rank's rows get what one process
+    gives them, and every rank's generator ends in the same state."""
+    x = torch.rand(10, 1, 8, 8)
+    settings = TrainSettings(noise=0.3, augment=True)
+    g_whole = torch.Generator().manual_seed(0)
+    whole = corrupt(x, settings, g_whole)
+    for start, stop in [(0, 4), (4, 10), (10, 10)]:  # the last: a rank with no rows of the batch
+        g = torch.Generator().manual_seed(0)
+        part = corrupt(x[start:stop], settings, g, Share(start, stop, 10))
+        torch.testing.assert_close(part, whole[start:stop])
+        assert torch.equal(g.get_state(), g_whole.get_state())
+
+
+def test_weighted_shares_add_up_to_the_whole_batch_gradient():
+    """``backward_share`` weights a share's mean loss by rows * world / size: with DDP's average over
+    ranks (here one rank, so the shares' gradients simply add up) that is the whole batch's gradient."""
+    torch.manual_seed(0)
+    model, x = torch.nn.Linear(6, 6), torch.rand(10, 6)
+    reconstruction_loss(model(x), x).backward()
+    whole = model.weight.grad.clone()
+    model.weight.grad = None
+    for start, stop in [(0, 3), (3, 10), (10, 10)]:
+        out = model(x[start:stop])
+        loss = reconstruction_loss(out, x[start:stop]) if stop > start else None
+        backward_share(loss, (out,), Share(start, stop, 10))
+    torch.testing.assert_close(model.weight.grad, whole)

@@ -233,10 +233,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(format_summary(result))
         return 0
     # torchrun --nproc_per_node N -m deepclust run ...: every process runs, rank 0 writes and reports
-    if args.resume:
-        raise ValueError("--resume runs in one process; resume with plain 'deepclust run --resume'.")
     with D.distributed_session(args.device):
-        result = run(_run_config(args))
+        result = resume_run(args.resume) if args.resume else run(_run_config(args))
         main_process = D.is_main_process()
     if main_process:
         print(format_summary(result))

@@ -13,6 +13,9 @@ Typical use (what ``deepclust run`` does under ``torchrun --nproc_per_node N``):
         labels = concat_shards(km.labels_)             # all labels, in the original order
         main_process_only(write_npy)(path, labels)     # rank 0 alone writes
 
+Training wraps its network in :func:`data_parallel` (DistributedDataParallel) and gives each rank its
+share of every global batch (``deep/training.py``).
+
 A rank that dies makes torchrun stop the others; a rank that stalls (or skips a collective) makes the
 others fail after ``DEEPCLUST_DIST_TIMEOUT`` seconds (default 300) instead of waiting forever.
 """
@@ -84,13 +87,32 @@ def init_distributed(device: str | torch.device | None = "auto", *,
         dist.init_process_group("nccl" if want.type == "cuda" else "gloo",
                                 timeout=datetime.timedelta(seconds=seconds),
                                 device_id=want if want.type == "cuda" else None)
+        global _FINISH_GROUP
+        if dist.get_world_size() > 1:  # created now: new_group is itself a collective
+            _FINISH_GROUP = dist.new_group(backend="gloo", timeout=FINISH_TIMEOUT)
     return want
+
+
+#: How long the ranks that are done wait for rank 0 to finish writing (a report of a large run takes
+#: minutes). A rank that dies instead is stopped by torchrun, which then ends the waiting ones.
+FINISH_TIMEOUT = datetime.timedelta(days=1)
+_FINISH_GROUP = None
+
+
+def wait_for_all() -> None:
+    """Block until every rank gets here (a no-op in one process). Used before leaving the process
+    group: a rank that tears down its connections while rank 0 still writes can make gloo abort rank 0
+    (seen once in ~20 launches of a two-rank ``--resume``)."""
+    if is_distributed() and _FINISH_GROUP is not None:
+        dist.barrier(group=_FINISH_GROUP)
 
 
 def cleanup() -> None:
     """Leave the process group (a no-op when none was joined)."""
+    global _FINISH_GROUP
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _FINISH_GROUP = None
 
 
 @contextlib.contextmanager
@@ -104,6 +126,7 @@ def distributed_session(device: str | torch.device | None = "auto", *,
     dev = init_distributed(device, timeout=timeout)
     try:
         yield dev
+        wait_for_all()  # a clean finish: leave together
     except BaseException as exc:
         if is_distributed():
             hint = ""
@@ -191,6 +214,22 @@ def shard_indices(n: int, rank_: int | None = None, world: int | None = None, *,
         r = rank() if rank_ is None else int(rank_)
         return np.arange(r, n, world_size() if world is None else int(world), dtype=np.int64)
     return np.arange(start, stop, dtype=np.int64)
+
+
+def data_parallel(module: torch.nn.Module, *, find_unused_parameters: bool = False) -> torch.nn.Module:
+    """``module`` wrapped in ``DistributedDataParallel`` under torchrun (gradients averaged over ranks
+    after every backward, rank 0's weights broadcast at the start); ``module`` itself in one process.
+
+    Wrap for training only and keep using ``module`` for ``state_dict``, checkpoints and inference.
+    ``find_unused_parameters``: some parameters get no gradient (DEC's decoder), which DDP must be told.
+    """
+    if not is_distributed():
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(module.parameters()).device
+    return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None,
+                                   find_unused_parameters=find_unused_parameters)
 
 
 # ----------------------------------------------------------------------------------- collectives

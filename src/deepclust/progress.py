@@ -7,6 +7,8 @@ import sys
 
 from tqdm.auto import tqdm
 
+from .distributed import is_main_process
+
 
 def progress(iterable=None, *, total: int | None = None, desc: str = "", unit: str = "it",
              enabled: bool | None = None, leave: bool = False):
@@ -19,7 +21,10 @@ def progress(iterable=None, *, total: int | None = None, desc: str = "", unit: s
 
 
 def progress_enabled(enabled: bool | None = None) -> bool:
-    """Resolve ``None`` to: on when stderr is a terminal, or as DEEPCLUST_PROGRESS says (1/0)."""
+    """Resolve ``None`` to: on when stderr is a terminal, or as DEEPCLUST_PROGRESS says (1/0).
+    Under torchrun only rank 0 shows bars (the others would print the same ones over them)."""
+    if not is_main_process():
+        return False
     if enabled is not None:
         return bool(enabled)
     env = os.environ.get("DEEPCLUST_PROGRESS")

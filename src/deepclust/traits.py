@@ -49,7 +49,9 @@ class MethodTraits:
     option_groups : tuple of str
         The groups of run options it reads (see :data:`deepclust.config.OPTION_GROUPS`).
     fits_across_processes : bool
-        Under ``torchrun`` its ``fit`` is collective: each process passes its shard of the rows.
+        Under ``torchrun`` its ``fit`` is collective. A method that trains a network is given all the
+        rows on every process (read by index; each trains on its share of every batch); the others are
+        given the process's contiguous shard of the rows.
     recipes : dict
         Its best measured options by data shape (:mod:`deepclust.recipes`): what a run fills in for the
         options the user leaves unset.

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 
+from .. import distributed as D
 from .._validation import check_n_clusters, check_positive_int, resolve_device
 from ..cluster import KMeans
 from ..models import Autoencoder, build_autoencoder, default_architecture
@@ -29,6 +30,7 @@ from .training import (
     TrainSettings,
     check_augment,
     encode,
+    encode_all,
     pretrain_layerwise,
     train_autoencoder,
 )
@@ -148,6 +150,9 @@ class DeepClusterer(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator)
         """Pretrain (or reuse) the autoencoder, cluster its embedding, then run the method's stage.
 
         ``y`` is never used for training; when given, the history logs ACC/NMI against it.
+
+        Under torchrun ``fit`` is collective: every rank passes all of ``X`` (read by index) and trains
+        on its share of every batch (``deep/training.py``); the fitted model is the same on every rank.
         """
         X = as_image_tensor(X)
         k = check_n_clusters(self.n_clusters, X.shape[0])
@@ -165,7 +170,7 @@ class DeepClusterer(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator)
         torch.manual_seed(cluster_seed)
         self._generator = torch.Generator().manual_seed(cluster_seed)
         self._fit_clusters(X, init, y)
-        self.embedding_ = self._embed(X).numpy()
+        self.embedding_ = self._embed_all(X).numpy()
         self.n_features_in_ = int(np.prod(X.shape[1:]))
         self.fit_seconds_ = time.perf_counter() - start
         return self
@@ -195,10 +200,13 @@ class DeepClusterer(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator)
             train_autoencoder(model, X, settings, device=self._device, generator=self._generator,
                               optimizer=optimizer, loop=loop, on_epoch=on_epoch)
         self.autoencoder_ = model.eval()
-        Z = self._embed(X)
+        Z = self._embed_all(X)
+        # Under torchrun k-means is collective over the ranks' contiguous shards of Z: the same centres
+        # on every rank, and the gathered labels are one process's.
         km = KMeans(n_clusters, n_init=self.n_init, init_size=None,
-                    random_state=stage_seed(self._base_seed(), "kmeans")).fit(Z.numpy())
-        return Initialization(model, Z, km.labels_, km.cluster_centers_)
+                    random_state=stage_seed(self._base_seed(), "kmeans"))
+        km.fit(Z[D.shard_slice(len(Z))].numpy())
+        return Initialization(model, Z, D.concat_shards(km.labels_), km.cluster_centers_)
 
     def predict(self, X) -> np.ndarray:
         """Cluster of each sample of ``X`` under the fitted model."""
@@ -265,6 +273,10 @@ class DeepClusterer(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator)
     # ---------------------------------------------------------------- helpers
     def _embed(self, X: torch.Tensor) -> torch.Tensor:
         return encode(self.autoencoder_, X, device=self._device)
+
+    def _embed_all(self, X: torch.Tensor) -> torch.Tensor:
+        """``_embed`` inside ``fit``: under torchrun each rank encodes its shard and all gather it."""
+        return encode_all(self.autoencoder_, X, device=self._device)
 
     def _base_seed(self) -> int:
         return 0 if self.random_state is None else int(self.random_state)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .. import distributed as D
 from ..recipes import LARGE_GREY, SMALL_GREY, Recipe
 from .base import (
     DEC_CODE_MIN_SAMPLES,
@@ -18,12 +19,15 @@ from .base import (
     Initialization,
 )
 from .training import (
+    backward_share,
+    batch_share,
     check_augment,
     check_finite_loss,
-    encode,
+    encode_all,
     minibatches,
     random_affine,
     reconstruction_loss,
+    reduce_totals,
 )
 
 
@@ -33,16 +37,21 @@ def kmeans_loss(z: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor) ->
 
 
 def update_centers(centers: torch.Tensor, counts: torch.Tensor, z: torch.Tensor,
-                   labels: torch.Tensor) -> None:
+                   labels: torch.Tensor, *, across_ranks: bool = False) -> None:
     """In place: DCN's per-sample step mu_k <- mu_k - (1 / c_k) (mu_k - z_i) (eq. 8) for a whole batch.
 
     Applied sample by sample with c_k counting every update so far, the step keeps each centre the
     running mean of everything assigned to it, so one batch gives
     mu_k <- (c_k mu_k + sum_{i in k} z_i) / (c_k + m_k), which is what is computed here.
+    ``across_ranks``: ``z`` is this rank's part of a global batch; the sums and counts are added over
+    ranks (in rank order, so every rank keeps the same centres).
     """
     k = centers.shape[0]
     batch_sums = torch.zeros_like(centers).index_add_(0, labels, z)  # (k, d)
     batch_counts = torch.bincount(labels, minlength=k).to(counts.dtype)  # (k,)
+    if across_ranks and D.is_distributed():
+        stats = D.sum_in_rank_order(torch.cat([batch_sums, batch_counts.to(centers.dtype)[:, None]], dim=1))
+        batch_sums, batch_counts = stats[:, :-1], stats[:, -1].to(counts.dtype)  # (k, d), (k,)
     new_counts = counts + batch_counts
     centers.mul_((counts / new_counts).unsqueeze(1)).add_(batch_sums / new_counts.unsqueeze(1))
     counts.copy_(new_counts)
@@ -54,6 +63,9 @@ class DCN(DeepClusterer):
     For each batch: assign each embedding to its nearest centre, update those centres as running means,
     then take a gradient step on the network with the centres fixed. After each epoch the centres are
     re-computed on the whole embedding, since the running means lag behind a network that keeps moving.
+
+    Under torchrun each rank trains on its share of every batch; the running means add the whole
+    batch's sums and counts over ranks, and the per-epoch re-centring uses the gathered embedding.
 
     Parameters (besides :class:`~deepclust.deep.base.DeepClusterer`'s)
     ----------
@@ -83,6 +95,7 @@ class DCN(DeepClusterer):
                            min_samples=DEC_CODE_MIN_SAMPLES),
         LARGE_GREY: Recipe(LARGE_GREY_AUTOENCODER, "COIL-20 at 64 x 64, 2 seeds: 0.728", resize_to=64),
     }
+    fits_across_processes = True  # under torchrun: DDP, centres updated from every rank's rows
 
     def __init__(self, n_clusters: int = 10, *, clustering_epochs: int = 50, lam: float = 0.01,
                  cluster_optimizer: str = "adam", cluster_lr: float | None = None,
@@ -115,28 +128,33 @@ class DCN(DeepClusterer):
             self.cluster_centers_ = centers.cpu().numpy()
         else:
             self._log({"stage": "cluster", "epoch": 0}, y, labels)
+        net = D.data_parallel(model)  # under torchrun: gradients averaged over ranks
         for epoch in loop:
             model.train()
             total = rec_total = km_total = 0.0
-            for idx in minibatches(X.shape[0], settings.batch_size, self._generator):
+            for batch in minibatches(X.shape[0], settings.batch_size, self._generator):
+                idx, share = batch_share(batch)  # this rank's rows of the global batch
                 x = X[idx].to(self._device)
                 # With ``cluster_augment``: a shifted/rotated view in, the clean image as the target.
-                z, x_hat = model(random_affine(x, self._generator) if augment else x)
+                z, x_hat = net(random_affine(x, self._generator, share=share) if augment else x)
                 with torch.no_grad():
                     assigned = torch.cdist(z, centers).argmin(dim=1)
-                    update_centers(centers, counts, z.detach(), assigned)
-                rec = reconstruction_loss(x_hat, x, self.loss)
-                km = kmeans_loss(z, centers, assigned)
-                loss = rec + 0.5 * self.lam * km
+                    update_centers(centers, counts, z.detach(), assigned, across_ranks=True)
+                loss = None
+                if idx.numel():
+                    rec = reconstruction_loss(x_hat, x, self.loss)
+                    km = kmeans_loss(z, centers, assigned)
+                    loss = rec + 0.5 * self.lam * km
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                total += backward_share(loss, (z, x_hat), share)
                 optimizer.step()
-                n = idx.numel()
-                total, rec_total, km_total = total + loss.item() * n, rec_total + rec.item() * n, \
-                    km_total + km.item() * n
+                if idx.numel():
+                    n = idx.numel()
+                    rec_total, km_total = rec_total + rec.item() * n, km_total + km.item() * n
+            total, rec_total, km_total = reduce_totals(total, rec_total, km_total)
             # Re-centre on the whole embedding once per epoch: the network kept moving while the
             # running means lagged behind (a k-means M-step, then the E-step for the labels).
-            Z = encode(model, X, device=self._device).to(self._device)
+            Z = encode_all(model, X, device=self._device).to(self._device)
             assigned = torch.cdist(Z, centers).argmin(dim=1)
             sums = torch.zeros_like(centers).index_add_(0, assigned, Z)
             sizes = torch.bincount(assigned, minlength=centers.shape[0]).to(Z.dtype)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import distributed as D
 from ..recipes import LARGE_GREY, SMALL_GREY, Recipe
 from .base import (
     DEC_CODE_MIN_SAMPLES,
@@ -23,12 +24,15 @@ from .base import (
     Initialization,
 )
 from .training import (
+    backward_share,
+    batch_share,
     check_augment,
     check_finite_loss,
-    encode,
+    encode_all,
     minibatches,
     random_affine,
     reconstruction_loss,
+    reduce_totals,
 )
 
 
@@ -65,6 +69,24 @@ class ClusteringLayer(nn.Module):
         return soft_assign(z, self.centers, self.alpha)
 
 
+class _Trained(nn.Module):
+    """What the clustering stage trains, as one module (so DDP averages the centres' gradients too):
+    ``forward(x) -> (z, x_hat, q)``; ``x_hat`` is None when the decoder is not trained (DEC)."""
+
+    def __init__(self, autoencoder: nn.Module, head: ClusteringLayer, decode: bool):
+        super().__init__()
+        self.autoencoder = autoencoder
+        self.head = head
+        self.decode = decode
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        if self.decode:
+            z, x_hat = self.autoencoder(x)
+        else:
+            z, x_hat = self.autoencoder.encode(x), None
+        return z, x_hat, self.head(z)
+
+
 class DEC(DeepClusterer):
     """Deep Embedded Clustering.
 
@@ -72,6 +94,10 @@ class DEC(DeepClusterer):
     Student-t soft assignments and P the sharpened targets, refreshed every ``update_interval`` batches
     from the whole data set. Training stops after ``clustering_epochs`` or when fewer than ``tol`` of
     the labels change between two target refreshes.
+
+    Under torchrun the targets are computed from the whole embedding (each rank encodes its shard, all
+    gather), so every rank holds the same P and takes the same decisions; each trains on its share of
+    every batch.
 
     Parameters (besides :class:`~deepclust.deep.base.DeepClusterer`'s)
     ----------
@@ -105,6 +131,7 @@ class DEC(DeepClusterer):
                            min_samples=DEC_CODE_MIN_SAMPLES),
         LARGE_GREY: Recipe(LARGE_GREY_AUTOENCODER, "COIL-20 at 64 x 64, 2 seeds: 0.747", resize_to=64),
     }
+    fits_across_processes = True  # under torchrun: DDP, targets from the gathered embedding
 
     def __init__(self, n_clusters: int = 10, *, clustering_epochs: int = 100, update_interval: int = 140,
                  tol: float = 0.001, alpha: float = 1.0, cluster_optimizer: str = "sgd",
@@ -118,8 +145,11 @@ class DEC(DeepClusterer):
         self.cluster_optimizer = cluster_optimizer
         self.cluster_lr = cluster_lr
 
+    # DEC's loss ignores the decoder (its parameters get no gradient), which DDP must be told.
+    _trains_decoder = False
+
     def _loss(self, q: torch.Tensor, p: torch.Tensor, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-        """DEC's objective: KL(P || Q) alone (the decoder is discarded)."""
+        """DEC's objective: KL(P || Q) alone (the decoder is discarded; ``x_hat`` is None)."""
         return kl_clustering_loss(q, p)
 
     def _fit_clusters(self, X, init: Initialization, y=None) -> None:
@@ -141,30 +171,33 @@ class DEC(DeepClusterer):
                 loop.stop()
         else:
             self._log({"stage": "cluster", "iteration": 0, "delta_label": 1.0}, y, labels)
+        net = D.data_parallel(_Trained(model, head, self._trains_decoder),
+                              find_unused_parameters=not self._trains_decoder)
         for epoch in loop:
             model.train()
             total, seen = 0.0, 0
-            for idx in minibatches(n, settings.batch_size, self._generator):
+            for batch in minibatches(n, settings.batch_size, self._generator):
                 if iteration % self.update_interval == 0:
                     p, labels, delta = self._refresh_targets(model, head, X, labels)
                     if iteration > 0:
-                        check_finite_loss(total / max(seen, 1), epoch + 1, "cluster_lr", settings.lr)
+                        loss_sum, count = reduce_totals(total, seen)  # every rank logs the same loss
+                        check_finite_loss(loss_sum / max(count, 1), epoch + 1, "cluster_lr", settings.lr)
                         row = self._log({"stage": "cluster", "iteration": iteration, "epoch": epoch + 1,
-                                         "loss": total / max(seen, 1), "delta_label": delta}, y, labels)
+                                         "loss": loss_sum / max(count, 1), "delta_label": delta}, y, labels)
                         loop.set_postfix(loss=f"{row['loss']:.4f}", changed=f"{delta:.4f}")
                         if delta < self.tol:
                             stop = True
                             break
                     model.train()
+                idx, share = batch_share(batch)  # this rank's rows of the global batch
                 x = X[idx].to(self._device)
                 # DEC-DA: with ``cluster_augment`` the network sees a shifted/rotated view; the target
                 # p and the reconstruction target stay those of the clean image.
-                z, x_hat = model(random_affine(x, self._generator) if augment else x)
-                loss = self._loss(head(z), p[idx].to(self._device), x, x_hat)
+                z, x_hat, q = net(random_affine(x, self._generator, share=share) if augment else x)
+                loss = self._loss(q, p[idx].to(self._device), x, x_hat) if idx.numel() else None
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                total += backward_share(loss, (z, q) if x_hat is None else (z, x_hat, q), share)
                 optimizer.step()
-                total += loss.item() * idx.numel()
                 seen += idx.numel()
                 iteration += 1
             loop.save(epoch + 1, self.history_, iteration=iteration, stop=stop,
@@ -173,12 +206,12 @@ class DEC(DeepClusterer):
                 break
         model.eval()
         self.cluster_centers_ = head.centers.detach().cpu().numpy()
-        self.labels_ = self._assign(encode(model, X, device=self._device))
+        self.labels_ = self._assign(encode_all(model, X, device=self._device))
         self.n_iter_ = iteration
 
     @torch.no_grad()
     def _refresh_targets(self, model, head, X, labels):
-        q = head(encode(model, X, device=self._device).to(self._device)).cpu()
+        q = head(encode_all(model, X, device=self._device).to(self._device)).cpu()
         new_labels = q.argmax(dim=1).numpy()
         delta = float(np.mean(new_labels != labels))
         return target_distribution(q), new_labels, delta
@@ -210,6 +243,7 @@ class IDEC(DEC):
                            "COIL-20 at 64 x 64, 3 seeds: 0.766 ± 0.001 (the paper's stage: 0.755)",
                            resize_to=64),
     }
+    _trains_decoder = True
 
     def __init__(self, n_clusters: int = 10, *, gamma: float = 0.1, **kwargs):
         super().__init__(n_clusters, **kwargs)

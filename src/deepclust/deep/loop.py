@@ -10,6 +10,9 @@ Autoencoder pretraining, the clustering stages of DEC, IDEC and DCN, and DeepClu
 
 so an interrupted fit started again on the same folder continues where it stopped and ends exactly where
 an uninterrupted one ends. Checkpoints hold tensors and plain values only (``TrainingState``).
+
+Under torchrun rank 0 alone writes checkpoints and reads the one to resume from, and sends it to the
+other ranks, so every rank resumes from the same state (their ``folder`` is not read).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 import torch
 
+from .. import distributed as D
 from ..progress import progress
 from .checkpoint import TrainingState
 
@@ -61,8 +65,10 @@ class EpochLoop:
 
     def restore(self) -> dict | None:
         """Load the last checkpoint into the stateful objects and the random streams; return it (with
-        ``epoch``, ``history`` and the stage's own entries), or None when there is none."""
-        state = self._checkpoints.load(self.stage) if self._checkpoints else None
+        ``epoch``, ``history`` and the stage's own entries), or None when there is none.
+        Under torchrun a collective: rank 0's checkpoint is restored on every rank."""
+        state = self._checkpoints.load(self.stage) if self._checkpoints and D.is_main_process() else None
+        state = D.broadcast_object(state)
         if state is None:
             return None
         for key, obj in self.stateful.items():
@@ -88,8 +94,9 @@ class EpochLoop:
             self.bar.set_postfix(**values)
 
     def save(self, epoch: int, history: list[dict], **extra) -> None:
-        """Checkpoint the state after ``epoch`` epochs (a no-op without a folder)."""
-        if self._checkpoints is None:
+        """Checkpoint the state after ``epoch`` epochs (a no-op without a folder, and on ranks other
+        than 0: they hold the same state)."""
+        if self._checkpoints is None or not D.is_main_process():
             return
         state = {key: obj.state_dict() for key, obj in self.stateful.items()}
         state["generator"] = self.generator.get_state()

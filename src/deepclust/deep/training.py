@@ -3,6 +3,13 @@
 The data is one float tensor ``X`` (N, C, H, W) held in memory and read by index: each epoch draws a
 permutation from a seeded ``torch.Generator`` and slices batches out of ``X``. That keeps the loop at
 the speed of the bare arithmetic (``benchmarks/overhead.py``) and makes runs repeatable.
+
+Under torchrun every rank holds ``X`` and draws the same permutation (the generators are seeded alike);
+each global batch of ``batch_size`` rows is split into contiguous shares, one per rank (sizes differ by
+at most one), the network is wrapped in ``DistributedDataParallel``, and each rank's mean loss is
+weighted by its share of the batch, so the averaged gradient is the global batch's. The global batch is
+therefore the one asked for, whatever the number of processes, and the loss curve is one process's up
+to float rounding. Random corruption is drawn for the whole batch on every rank and sliced.
 """
 
 from __future__ import annotations
@@ -12,10 +19,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import distributed as D
 from ..progress import progress
 from .loop import EpochLoop
 
@@ -81,22 +90,83 @@ def minibatches(n: int, batch_size: int, generator: torch.Generator) -> Iterator
         yield order[start:start + batch_size]
 
 
-def corrupt(x: torch.Tensor, settings: TrainSettings, generator: torch.Generator) -> torch.Tensor:
-    """The input the network sees: augmented and/or noisy; the target stays the clean ``x``."""
+@dataclass(frozen=True)
+class Share:
+    """Rows ``start:stop`` of a global batch of ``size`` rows: one rank's part of it under torchrun."""
+
+    start: int
+    stop: int
+    size: int
+
+    @property
+    def rows(self) -> slice:
+        return slice(self.start, self.stop)
+
+
+def batch_share(idx: torch.Tensor) -> tuple[torch.Tensor, Share]:
+    """This rank's contiguous part of the global batch ``idx`` and where it lies (all of it in one
+    process). Ranks' parts differ in size by at most one; a batch smaller than the number of ranks (the
+    last of an epoch) leaves some ranks none."""
+    start, stop = D.shard_bounds(idx.numel())
+    return idx[start:stop], Share(start, stop, idx.numel())
+
+
+def backward_share(loss: torch.Tensor | None, outputs, share: Share) -> float:
+    """Back-propagate this rank's part of a global batch's mean loss; return its sum over the rank's rows.
+
+    ``loss`` is the mean over the rank's rows (None when it has none). Scaled by ``rows * world / size``,
+    DDP's average of the ranks' gradients is the gradient of the mean over the global batch; a rank with
+    no rows back-propagates zeros through its ``outputs`` so that it still joins the gradient all-reduce.
+    In one process the scale is 1 and this is ``loss.backward()``.
+    """
+    n = share.stop - share.start
+    if n == 0:
+        (sum(out.sum() for out in outputs) * 0.0).backward()
+        return 0.0
+    weight = n * D.world_size() / share.size
+    (loss if weight == 1 else loss * weight).backward()
+    return loss.item() * n
+
+
+def reduce_totals(*values: float) -> list[float]:
+    """Sums over ranks of per-rank totals (losses, row counts), added in rank order: every rank logs the
+    same numbers. The values themselves in one process."""
+    if not D.is_distributed():
+        return list(values)
+    return D.sum_in_rank_order(torch.tensor(values, dtype=torch.float64)).tolist()
+
+
+def corrupt(x: torch.Tensor, settings: TrainSettings, generator: torch.Generator,
+            share: Share | None = None) -> torch.Tensor:
+    """The input the network sees: augmented and/or noisy; the target stays the clean ``x``.
+
+    With ``share``, ``x`` is that part of a global batch: the draws are made for the whole batch and
+    sliced, so every rank's generator advances alike and each row gets what one process would give it.
+    """
     if settings.augment and x.dim() == 4:
-        x = random_affine(x, generator)
+        x = random_affine(x, generator, share=share)
     if settings.noise > 0:
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype) * settings.noise
-        x = x + noise.to(x.device)
+        shape = x.shape if share is None else (share.size, *x.shape[1:])
+        noise = torch.randn(shape, generator=generator, dtype=x.dtype) * settings.noise
+        x = x + (noise if share is None else noise[share.rows]).to(x.device)
     return x
 
 
 def random_affine(x: torch.Tensor, generator: torch.Generator, max_shift: float = 2.0,
-                  max_degrees: float = 10.0) -> torch.Tensor:
-    """Shift each image by up to ``max_shift`` pixels and rotate it by up to ``max_degrees``."""
+                  max_degrees: float = 10.0, *, share: Share | None = None) -> torch.Tensor:
+    """Shift each image by up to ``max_shift`` pixels and rotate it by up to ``max_degrees``.
+
+    With ``share`` (``x`` is that part of a global batch) the draws are made for the whole batch and
+    sliced, as in :func:`corrupt`.
+    """
     n, _, h, w = x.shape
-    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(max_degrees)
-    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * max_shift
+    drawn = n if share is None else share.size
+    angle = (torch.rand(drawn, generator=generator) * 2 - 1) * math.radians(max_degrees)
+    shift = (torch.rand(drawn, 2, generator=generator) * 2 - 1) * max_shift
+    if share is not None:
+        angle, shift = angle[share.rows], shift[share.rows]
+    if n == 0:
+        return x
     cos, sin = torch.cos(angle), torch.sin(angle)
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
@@ -143,6 +213,7 @@ def train_autoencoder(model: nn.Module, X: torch.Tensor, settings: TrainSettings
     """
     model.to(device).train()
     optimizer = optimizer or settings.optimizer_for(model.parameters())
+    net = D.data_parallel(model)  # under torchrun: gradients averaged over ranks
     history = []
     if loop is None:
         bar = progress(range(start_epoch, settings.epochs), total=settings.epochs, desc=desc, unit="epoch",
@@ -152,15 +223,16 @@ def train_autoencoder(model: nn.Module, X: torch.Tensor, settings: TrainSettings
         bar = loop
     for epoch in bar:
         start, total, seen = time.perf_counter(), 0.0, 0
-        for idx in minibatches(X.shape[0], settings.batch_size, generator):
+        for batch in minibatches(X.shape[0], settings.batch_size, generator):
+            idx, share = batch_share(batch)  # this rank's rows of the global batch (all in one process)
             x = X[idx].to(device, non_blocking=True)
-            _, x_hat = model(corrupt(x, settings, generator))
-            loss = reconstruction_loss(x_hat, x, settings.loss)
+            z, x_hat = net(corrupt(x, settings, generator, share))
+            loss = reconstruction_loss(x_hat, x, settings.loss) if idx.numel() else None
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            total += backward_share(loss, (z, x_hat), share)
             optimizer.step()
-            total += loss.item() * idx.numel()
             seen += idx.numel()
+        total, seen = reduce_totals(total, seen)
         seconds = time.perf_counter() - start
         row = {"epoch": epoch + 1, "loss": total / seen, "seconds": seconds}
         check_finite_loss(row["loss"], epoch + 1, "lr", settings.lr)
@@ -227,3 +299,14 @@ def encode(model: nn.Module, X: torch.Tensor, *, device: torch.device,
     model.eval()
     out = [model.encode(X[s:s + batch_size].to(device)).cpu() for s in range(0, X.shape[0], batch_size)]
     return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_all(model: nn.Module, X: torch.Tensor, *, device: torch.device,
+               batch_size: int = 1024) -> torch.Tensor:
+    """:func:`encode` of all of ``X`` on every rank: under torchrun each rank encodes its contiguous
+    shard and the shards are gathered in order (a collective: every rank calls it)."""
+    if not D.is_distributed():
+        return encode(model, X, device=device, batch_size=batch_size)
+    part = encode(model, X[D.shard_slice(X.shape[0])], device=device, batch_size=batch_size)
+    return torch.from_numpy(D.concat_shards(np.ascontiguousarray(part.numpy())))

@@ -91,7 +91,7 @@ def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
     config = absolute_paths(validate(config))  # every option checked before anything is written
     if config.deterministic:
         pin_deterministic()
-    lock = RunLock(resume).acquire() if resume else None
+    lock = RunLock(resume).acquire() if resume and D.is_main_process() else None
     try:
         if chosen:
             print(f"deepclust: {chosen}", file=sys.stderr)
@@ -129,15 +129,18 @@ def _run(config: RunConfig, resume, chosen: str | None = None) -> RunResult:
     k_values = auto_k_values(config, X.shape[0]) if n_clusters == AUTO else None
     method = build_method(config, k_values[0] if k_values else n_clusters)
     trains = type(method).trains_network
-    if D.is_distributed():  # under torchrun: each process fits its shard; rank 0 alone writes
+    X_fit = X
+    if D.is_distributed():  # under torchrun every process fits; rank 0 alone writes
         _check_distributed(config, method, k_values)
-        X_fit = X[D.shard_slice(len(X))]
+        if not trains:  # k-means fits each process's shard; a network reads every row by index
+            X_fit = X[D.shard_slice(len(X))]
         if not D.is_main_process():
-            method.fit(X_fit)
-            D.concat_shards(np.asarray(method.labels_, dtype=np.int64))  # rank 0 gathers the labels
+            if trains:
+                method.fit(X, dataset.labels)
+            else:
+                method.fit(X_fit)
+                D.concat_shards(np.asarray(method.labels_, dtype=np.int64))  # rank 0 gathers the labels
             return RunResult(None, {}, np.zeros(0, np.int64), dataset)
-    else:
-        X_fit = X
     if resume:
         paths = RunPaths(Path(resume))
         set_status(paths, "running")
@@ -174,7 +177,7 @@ def _run(config: RunConfig, resume, chosen: str | None = None) -> RunResult:
             metrics["embedding_seconds"] = embedding_seconds
         if hasattr(method, "inertia_"):
             metrics.update(inertia=float(method.inertia_), n_iter=int(method.n_iter_))
-        if X_fit is not X:
+        if D.is_distributed():
             metrics["processes"] = D.world_size()
         if config.metrics:
             metrics["spaces"] = metrics_by_space(method, X, labels, seed=config.seed)
@@ -218,7 +221,7 @@ def _saved_recipe(paths: RunPaths) -> dict | None:
 
 
 def _check_distributed(config: RunConfig, method, k_values) -> None:
-    """What runs under torchrun today: methods whose fit is collective, with k given."""
+    """What runs under torchrun: methods whose fit is collective, with k given."""
     if not type(method).fits_across_processes:
         from ..methods import METHODS
 
@@ -248,15 +251,32 @@ def metrics_by_space(method, X: np.ndarray, labels: np.ndarray, *, seed: int = 0
 
 
 def resume_run(run_dir: str | Path) -> RunResult:
-    """Continue the run in ``run_dir`` (interrupted or failed) with its saved configuration."""
+    """Continue the run in ``run_dir`` (interrupted or failed) with its saved configuration.
+
+    Under torchrun rank 0 reads the folder and sends its configuration (or its error) to every rank;
+    the training stages then resume from rank 0's checkpoints (``deep/loop.py``).
+    """
     paths = RunPaths(Path(run_dir))
+    if not D.is_distributed():
+        return run(_saved_config(paths, run_dir), resume=paths.root)
+    try:
+        found = _saved_config(paths, run_dir) if D.is_main_process() else None
+    except Exception as err:  # sent to every rank, so all of them stop with rank 0's message
+        found = err
+    found = D.broadcast_object(found)
+    if isinstance(found, Exception):
+        raise found
+    return run(found, resume=paths.root)
+
+
+def _saved_config(paths: RunPaths, run_dir) -> RunConfig:
+    """The configuration of an unfinished run folder; an error when it cannot be resumed."""
     if not paths.config.is_file():
         raise FileNotFoundError(f"{run_dir} is not a deepclust run folder: it has no config.json.")
     status = json.loads(paths.status.read_text())["status"] if paths.status.is_file() else "unknown"
     if status == "complete":
         raise ValueError(f"The run in {run_dir} is already complete; nothing to resume.")
-    config = RunConfig.from_saved(json.loads(paths.config.read_text()))
-    return run(config, resume=paths.root)
+    return RunConfig.from_saved(json.loads(paths.config.read_text()))
 
 
 def write_plots(paths: RunPaths, method, dataset: ImageDataset, X: np.ndarray, labels: np.ndarray, *,
