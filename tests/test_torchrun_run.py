@@ -92,9 +92,21 @@ def test_idec_under_torchrun_matches_one_process_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_default_method_runs_under_torchrun(tmp_path):
+    """N2D: DDP pretraining, then the UMAP + mixture stage on every rank; rank 0 alone writes."""
+    proc = _torchrun_deepclust("--pretrain", "1", "--seed", "2", "--no-progress", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    (run,) = list(tmp_path.iterdir())
+    assert proc.stdout.count("deepclust run:") == 1
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["acc"] > 0.3  # one epoch of pretraining; chance ~0.2
+    assert json.loads((run / "status.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.slow
 def test_a_one_process_method_under_torchrun_fails_clearly_without_a_run_folder(tmp_path):
-    proc = _torchrun_deepclust("--method", "n2d", "--out", str(tmp_path / "runs"), "--no-progress")
+    proc = _torchrun_deepclust("--method", "umap-gmm", "--out", str(tmp_path / "runs"), "--no-progress")
     assert proc.returncode != 0
-    assert "--method n2d runs in one process only; under torchrun use ae-kmeans, dcn, dec, idec, kmeans" \
-        in proc.stderr
+    assert ("--method umap-gmm runs in one process only; under torchrun use ae-kmeans, dcn, dec, idec, "
+            "kmeans, n2d") in proc.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

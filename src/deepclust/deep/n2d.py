@@ -23,6 +23,11 @@ class N2D(DeepClusterer):
     New points are assigned by a distance-weighted vote of their ``n_vote`` nearest training points in
     the autoencoder embedding; a training point's own label is returned for itself.
 
+    Under torchrun the autoencoder trains across the ranks (DDP) and every rank then runs the
+    single-threaded UMAP + mixture stage on the same gathered embedding: no rank waits minutes on another
+    inside a collective (which the collective timeout would end), and on one machine every rank gets
+    rank 0's result, which is the one written.
+
     Parameters (besides :class:`~deepclust.deep.base.DeepClusterer`'s): ``n_neighbors`` (20),
     ``min_dist`` (0.0), ``manifold_dim`` (None: n_clusters), ``metric`` ("euclidean"), ``n_vote`` (10),
     ``gmm_n_init`` (10), as :class:`~deepclust.cluster.UMAPGMM`.
@@ -31,6 +36,7 @@ class N2D(DeepClusterer):
     method_name = "n2d"
     summary = "autoencoder, then UMAP, then a Gaussian mixture (McConville et al. 2020)"
     option_groups = ("autoencoder", "manifold")
+    fits_across_processes = True  # DDP pretraining; the manifold stage on every rank (above)
     recipes = {
         SMALL_GREY: Recipe({}, "its defaults (dense autoencoder, Adam 1e-3, 50 epochs; UMAP 20 neighbours, "
                            "10 mixture restarts), 3 seeds: MNIST-test 0.952, USPS 0.961; MNIST-70k 0.978 "
