@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._errors import is_out_of_memory, ran_out_of_memory
 from .._io import write_json, write_text
 from .._validation import check_features, check_n_clusters
 from ..config import RunConfig
@@ -44,6 +45,7 @@ from ..runs import RunPaths, create_run_dir, set_status, versions
 from ..traits import IMAGES, VECTORS
 from .build import build_method
 from .inputs import load_inputs, require_vector_methods
+from .memory import check_network
 from .validate import absolute_paths, validate
 
 #: Summary columns: (key in a result row, heading).
@@ -183,6 +185,9 @@ def evaluate(config: RunConfig, methods: Sequence[str], *, folds: int | None = N
         check_n_clusters(n_clusters, split.train.size)
     protocol = protocol_text(splits, n_samples=n, stratified=y is not None, seed=config.seed,
                              shared_autoencoder=_pretrains(methods))
+    for name in (m for m in methods if method_class(m).trains_network):  # sized before the folder exists
+        check_network(build_method(dataclasses.replace(config, method=name), n_clusters), X, n_clusters,
+                      device=config.device)
     paths = create_run_dir(config.out, f"{dataset.name}-evaluate")
     rows: list[dict] = []
     try:
@@ -204,6 +209,10 @@ def evaluate(config: RunConfig, methods: Sequence[str], *, folds: int | None = N
         set_status(paths, "interrupted", rows_done=len(rows))
         raise
     except BaseException as err:
+        if is_out_of_memory(err):
+            failure = ran_out_of_memory(err, f"evaluating (after {len(rows)} result rows)")
+            set_status(paths, "failed", rows_done=len(rows), error=str(failure))
+            raise failure from err
         set_status(paths, "failed", rows_done=len(rows), error=f"{type(err).__name__}: {err}")
         raise
     return EvaluationResult(paths, rows, summary, protocol)
