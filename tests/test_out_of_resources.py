@@ -57,7 +57,8 @@ def test_measure_counts_the_parameters_of_the_real_network_without_allocating():
     assert found.n_parameters == n and found.parameter_bytes == n * 4 * 4  # weights, grads, Adam's two
     # activations of one sample: 81 (flatten) + 16 + 16 (relu) + 3, then the decoder back to 81 + sigmoid
     assert found.activation_bytes == 2 * 8 * 4 * (81 + 16 + 16 + 3 + 16 + 16 + 81 + 81 + 81)
-    assert found.largest_layer == "decoder.2 (dense, 16 -> 81 units)" and found.largest_parameters == 16 * 81 + 81
+    assert found.largest_layer == "decoder.2 (dense, 16 -> 81 units)"
+    assert found.largest_parameters == 16 * 81 + 81
 
 
 def test_available_memory_is_told_on_linux():
@@ -68,13 +69,15 @@ def test_available_memory_is_told_on_linux():
 
 
 def test_a_network_too_big_for_memory_is_refused_before_the_run_folder(folder, tmp_path, capsys, monkeypatch):
-    """8 x 10^8 parameters with the mirrored decoder (12.9 GB to train with Adam) against 1 GB free: one line naming the size, the
-    largest layer and the fix, and no run folder. Memory is pinned so the test means the same anywhere."""
+    """8 x 10^8 parameters with the mirrored decoder (12.9 GB to train with Adam) against 1 GB free: one
+    line naming the size, the largest layer and the fix, and no run folder. Memory is pinned so the test
+    means the same anywhere."""
     monkeypatch.setattr(memory, "available_memory", lambda device: 10**9)
     big = _arch(tmp_path, "big.json", {"encoder": [{"type": "flatten"}, {"type": "dense", "units": 20000},
                                                    {"type": "dense", "units": 20000}]})
     out = tmp_path / "runs"
-    code, err = call(capsys, "run", "--method", "dec", "-d", str(folder), "-k", "3", "-a", big, "--out", str(out))
+    code, err = call(capsys, "run", "--method", "dec", "-d", str(folder), "-k", "3", "-a", big,
+                     "--out", str(out))
     assert code == 2 and len(_error_lines(err)) == 1, err
     assert "the network of DEC (big.json) needs at least 12.9 GB" in err, err
     assert "but 1.0 GB is free" in err and "dense, 20000 -> 20000 units" in err and "-a" in err, err
@@ -93,7 +96,8 @@ def test_the_batch_counts_too(folder, tmp_path, monkeypatch):
     X = np.zeros((512, 64, 64, 1), np.float32)
     small = memory.check_network(DEC(arch=wide, batch_size=2), X, 3)
     large = memory.check_network(DEC(arch=wide, batch_size=512), X, 3)
-    assert small.parameter_bytes == large.parameter_bytes and large.activation_bytes == 256 * small.activation_bytes
+    assert small.parameter_bytes == large.parameter_bytes
+    assert large.activation_bytes == 256 * small.activation_bytes
     monkeypatch.setattr(memory, "available_memory", lambda device: small.total + 1)
     memory.check_network(DEC(arch=wide, batch_size=2), X, 3)
     with pytest.raises(MemoryError, match="for a batch of 512"):
@@ -103,7 +107,8 @@ def test_the_batch_counts_too(folder, tmp_path, monkeypatch):
 def test_a_network_whose_shapes_do_not_fit_the_data_leaves_no_run_folder(folder, tmp_path, capsys):
     """An encoder that never flattens: the builder's error, naming the file and layer, before any folder
     (it used to come from fit, after the folder was made, as a 'failed' run)."""
-    arch = _arch(tmp_path, "shape.json", {"encoder": [{"type": "conv", "filters": 4, "kernel": 3, "stride": 2}]})
+    arch = _arch(tmp_path, "shape.json", {"encoder": [{"type": "conv", "filters": 4, "kernel": 3,
+                                                       "stride": 2}]})
     out = tmp_path / "runs"
     for method in ("dec", "deepcluster"):
         code, err = call(capsys, "run", "--method", method, "-d", str(folder), "-k", "3", "-a", arch,

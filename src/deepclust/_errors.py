@@ -39,7 +39,8 @@ def is_out_of_memory(err: BaseException) -> bool:
 
 def ran_out_of_memory(err: BaseException, doing: str) -> OutOfMemory:
     """The one-line error for an allocation failure ``err`` raised while ``doing`` (e.g. "training dec")."""
-    found = re.search(r"(?:tried to|unable to) allocate ([0-9.]+) ?([KMGT]i?B|bytes)", str(err), re.IGNORECASE)
+    found = re.search(r"(?:tried to|unable to) allocate ([0-9.]+) ?([KMGT]i?B|bytes)", str(err),
+                      re.IGNORECASE)
     if found is None:
         size = ""
     elif found.group(2).lower() == "bytes":
