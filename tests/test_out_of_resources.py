@@ -134,7 +134,7 @@ class CudaOutOfMemory(torch.OutOfMemoryError):
                          "15.77 GiB of which 1.12 GiB is free.")
 
 
-@pytest.mark.parametrize("exc,size", [(CpuAllocationFailed, "40.0 GB"), (CudaOutOfMemory, "2.00 GiB"),
+@pytest.mark.parametrize("exc,size", [(CpuAllocationFailed, "40.0 GB"), (CudaOutOfMemory, "2 GiB"),
                                       (MemoryError, None)])
 def test_memory_running_out_while_training_is_one_line_and_a_failed_run(exc, size, folder, tmp_path, capsys,
                                                                         kill_pretraining):

@@ -37,8 +37,9 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and _is_allocation(_first_line(err))
 
 
-def ran_out_of_memory(err: BaseException, doing: str) -> OutOfMemory:
-    """The one-line error for an allocation failure ``err`` raised while ``doing`` (e.g. "training dec")."""
+def ran_out_of_memory(err: BaseException, doing: str, *, network: bool = True) -> OutOfMemory:
+    """The one-line error for an allocation failure ``err`` raised while ``doing`` (e.g. "training dec");
+    ``network``: what was running trains a network, so the batch size and architecture are the fix."""
     found = re.search(r"(?:tried to|unable to) allocate ([0-9.]+) ?([KMGT]i?B|bytes)", str(err),
                       re.IGNORECASE)
     if found is None:
@@ -46,9 +47,10 @@ def ran_out_of_memory(err: BaseException, doing: str) -> OutOfMemory:
     elif found.group(2).lower() == "bytes":
         size = f" (could not allocate {int(float(found.group(1))) / 1e9:.1f} GB more)"
     else:
-        size = f" (could not allocate {found.group(1)} {found.group(2)} more)"
-    return OutOfMemory(f"ran out of memory while {doing}{size}; lower --batch-size, use a smaller "
-                       "architecture (-a) or --resize, or free memory, then run again.")
+        size = f" (could not allocate {float(found.group(1)):g} {found.group(2)} more)"
+    fix = ("lower --batch-size, use a smaller architecture (-a) or --resize" if network else
+           "use fewer images, a smaller --resize or smaller settings of the method")
+    return OutOfMemory(f"ran out of memory while {doing}{size}; {fix}, or free memory, then run again.")
 
 
 @contextlib.contextmanager

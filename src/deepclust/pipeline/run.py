@@ -43,7 +43,7 @@ from .defaults import choose_pipeline
 from .folder import after_fit, fit_config, summary_lines
 from .inputs import auto_k_values, load_backbone_inputs, load_inputs
 from .memory import check_network
-from .validate import absolute_paths, validate
+from .validate import absolute_paths, check_with_data, validate
 
 
 @dataclass
@@ -113,6 +113,7 @@ def _run(config: RunConfig, resume, chosen: str | None = None) -> RunResult:
         embedding_seconds = round(time.perf_counter() - tick, 4)  # extraction, or reading the cache
     else:  # a folder's train/ when test/ is held out
         dataset, X, n_clusters = load_inputs(fit_config(config))
+    check_with_data(config, X.shape[0])
     k_values = auto_k_values(config, X.shape[0]) if n_clusters == AUTO else None
     method = build_method(config, k_values[0] if k_values else n_clusters)
     trains = type(method).trains_network
@@ -194,7 +195,7 @@ def _run(config: RunConfig, resume, chosen: str | None = None) -> RunResult:
     except BaseException as err:
         failure = err
         if is_out_of_memory(err):  # one line that says when and what to change, not the allocator's words
-            failure = ran_out_of_memory(err, stage)
+            failure = ran_out_of_memory(err, stage, network=trains)
         if resume or (trains and not isinstance(err, TrainingDiverged)):
             # keep checkpoints: hours of training may be in them
             _mark(paths, "failed", reason=describe_error(failure)[0])
