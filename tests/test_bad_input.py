@@ -99,6 +99,8 @@ BAD = [  # (argv after 'deepclust', fragment of the message, exit status)
     (["run", "--method", "dec", "-a", "{files}/bad.yaml"], "bad.yaml: invalid YAML at line 2, column 1", 2),
     (["run", "--method", "n2d", "--umap-metric", "bogus"], "--umap-metric 'bogus' is not a metric", 2),
     (["run", "--method", "umap-gmm", "--umap-dim", "5000"], "--umap-dim 5000 must be smaller than", 2),
+    (["run", "--method", "deepcluster", "--batch-size", "1"], "--batch-size must be at least 2 for", 2),
+    (["run", "--method", "deepcluster", "--train-clusters", "5000"], "--train-clusters 5000 is larger", 2),
     (["run", "--resume", ""], "argument --resume: must not be empty", 2),
     (["run", "--resume", "{files}/truncated"], "no config.json", 2),
     (["run", "-d", ""], "argument -d/--dataset: must not be empty", 2),

@@ -74,6 +74,9 @@ def validate(config: RunConfig, *, methods: Iterable[str] | None = None) -> RunC
         raise ValueError(f"--seed must be at most {MAX_SEED}; got {config.seed}.")
     if config.batch_size > MAX_BATCH_SIZE:
         raise ValueError(f"--batch-size must be at most {MAX_BATCH_SIZE}; got {config.batch_size}.")
+    if config.batch_size < 2 and any("convnet" in METHODS[name].option_groups for name in methods):
+        raise ValueError(f"--batch-size must be at least 2 for deepcluster (its batch norm needs two images "
+                         f"per batch); got {config.batch_size}.")
     for name, option, zero, optional in _FLOATS:
         _check_float(getattr(config, name), option, zero, optional)
     _check_clusters(config)
@@ -97,7 +100,11 @@ def check_with_data(config: RunConfig, n_samples: int) -> None:
     """The checks that need the data's size, made once it is loaded and before the run folder exists."""
     from ..methods import METHODS
 
-    uses_umap = config.method in METHODS and "manifold" in METHODS[config.method].option_groups
+    groups = METHODS[config.method].option_groups if config.method in METHODS else ()
+    if "convnet" in groups and config.train_clusters is not None and config.train_clusters > n_samples:
+        raise ValueError(f"--train-clusters {config.train_clusters} is larger than the number of samples "
+                         f"({n_samples}); use at most {n_samples}.")
+    uses_umap = "manifold" in groups
     if uses_umap and config.umap_dim is not None and config.umap_dim >= n_samples:
         raise ValueError(f"--umap-dim {config.umap_dim} must be smaller than the number of samples "
                          f"({n_samples}); UMAP maps to a few dimensions, by default the number of clusters.")
