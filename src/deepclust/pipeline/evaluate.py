@@ -46,7 +46,7 @@ from ..traits import IMAGES, VECTORS
 from .build import build_method
 from .inputs import load_inputs, require_vector_methods
 from .memory import check_network
-from .validate import absolute_paths, validate
+from .validate import absolute_paths, check_with_data, validate
 
 #: Summary columns: (key in a result row, heading).
 SUMMARY_COLUMNS = (("acc", "ACC"), ("nmi", "NMI"), ("ari", "ARI"), ("silhouette", "silhouette"),
@@ -183,6 +183,7 @@ def evaluate(config: RunConfig, methods: Sequence[str], *, folds: int | None = N
     splits = make_splits(n, labels=y, folds=folds, seeds=seeds, seed=config.seed)
     for split in splits:
         check_n_clusters(n_clusters, split.train.size)
+        check_with_data(config, split.train.size, methods=methods)
     protocol = protocol_text(splits, n_samples=n, stratified=y is not None, seed=config.seed,
                              shared_autoencoder=_pretrains(methods))
     for name in (m for m in methods if method_class(m).trains_network):  # sized before the folder exists

@@ -96,11 +96,13 @@ def validate(config: RunConfig, *, methods: Iterable[str] | None = None) -> RunC
     return config
 
 
-def check_with_data(config: RunConfig, n_samples: int) -> None:
-    """The checks that need the data's size, made once it is loaded and before the run folder exists."""
+def check_with_data(config: RunConfig, n_samples: int, *, methods: Iterable[str] | None = None) -> None:
+    """The checks that need the data's size, made once it is loaded and before the run folder exists.
+    ``methods``: the methods that will run (``evaluate``); default ``[config.method]``."""
     from ..methods import METHODS
 
-    groups = METHODS[config.method].option_groups if config.method in METHODS else ()
+    methods = [config.method] if methods is None else list(methods)
+    groups = {group for name in methods if name in METHODS for group in METHODS[name].option_groups}
     if "convnet" in groups and config.train_clusters is not None and config.train_clusters > n_samples:
         raise ValueError(f"--train-clusters {config.train_clusters} is larger than the number of samples "
                          f"({n_samples}); use at most {n_samples}.")
