@@ -115,6 +115,7 @@ BAD = [  # (argv after 'deepclust', fragment of the message, exit status)
     (["run", "--method", "dec", "--from", "{files}/truncated"], "no saved model", 2),
     (["evaluate", "--methods", "kmeans", "--folds", "1"], "number of folds must be an integer >= 2", 2),
     (["evaluate", "--methods", "kmeans", "--device", "tpu"], "is not a device", 2),
+    (["evaluate", "--methods", "kmeans", "--out", "{files}/a_file"], "a_file is a file", 2),
     (["predict", "{files}/truncated", "{files}/a_file"], "no config.json", 2),
     (["report", "{files}/missing"], "is not a folder", 2),
 ]

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._errors import is_out_of_memory, ran_out_of_memory
-from .._io import write_json, write_text
+from .._io import check_output_folder, write_json, write_text
 from .._validation import check_features, check_n_clusters
 from ..config import RunConfig
 from ..deep import AEKMeans
@@ -164,6 +164,7 @@ def evaluate(config: RunConfig, methods: Sequence[str], *, folds: int | None = N
     """
     methods = _check_methods(methods)
     config = absolute_paths(validate(config, methods=methods))  # before any folder is made
+    check_output_folder(config.out)  # a bad --out fails before any work, as for run
     if isinstance(config.n_clusters, str):
         raise ValueError(f"evaluate compares methods at one number of clusters; got {config.n_clusters!r}. "
                          "Pass -k K, or leave it out for a labelled data set (k = its number of classes).")
