@@ -271,3 +271,15 @@ def test_a_bare_disk_error_still_gets_its_fix():
     assert code == 2 and "No space left on device while writing /data/runs/x: free some space" in line
     line, _ = describe_error(OSError(errno.ENOSPC, "No space left on device"))
     assert line == "error: No space left on device: free some space or pass --out elsewhere."
+
+
+def test_a_reused_autoencoder_for_other_images_is_refused_before_the_run_folder(folder, tmp_path, capsys):
+    arch = _arch(tmp_path, "tiny.json", TINY_DENSE_ARCH)
+    first = tmp_path / "first"
+    assert main(["run", "--method", "ae-kmeans", "-d", str(folder), "-k", "3", "-a", arch, "--pretrain", "1",
+                 "--batch-size", "8", "--out", str(first)]) == 0
+    out = tmp_path / "runs"
+    code, err = call(capsys, "run", "--method", "idec", "-d", str(folder), "-k", "3", "--resize", "12",
+                     "--pretrain", "0", "--from", str(next(first.iterdir())), "--out", str(out))
+    assert code == 2 and "takes images of shape (1, 9, 9)" in err and "(1, 12, 12)" in err, err
+    assert not out.exists()

@@ -50,12 +50,19 @@ def check_network(method, X: np.ndarray, n_clusters: int, *, device: str | None 
     line names the size, the largest layer and the fix. Nothing is allocated.
     """
     cls = type(method)
-    if not getattr(cls, "trains_network", False) or getattr(method, "autoencoder", None) is not None:
+    if not getattr(cls, "trains_network", False):
         return None
     from ..deep.base import as_image_tensor
     from ..models import build_autoencoder
 
     shape = tuple(as_image_tensor(X[:1]).shape[1:])  # (C, H, W) as the method will see it
+    given = getattr(method, "autoencoder", None)
+    if given is not None:  # reused (--from): already in memory; it must take this data's images
+        if tuple(given.input_shape) != shape:
+            raise ValueError(f"The autoencoder given (--from) takes images of shape "
+                             f"{tuple(given.input_shape)} (C, H, W); this data's are {shape}. Use the same "
+                             "--resize and --grayscale as that run, or train a new one.")
+        return None
     spec = method.architecture(shape, n_clusters)
     rebuild = getattr(cls, "_rebuild_network", build_autoencoder)  # as checkpoint.py rebuilds it
     with torch.device("meta"):
