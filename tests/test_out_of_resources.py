@@ -283,3 +283,17 @@ def test_a_reused_autoencoder_for_other_images_is_refused_before_the_run_folder(
                      "--pretrain", "0", "--from", str(next(first.iterdir())), "--out", str(out))
     assert code == 2 and "takes images of shape (1, 9, 9)" in err and "(1, 12, 12)" in err, err
     assert not out.exists()
+
+
+def test_memory_running_out_in_evaluate_is_one_line(folder, tmp_path, capsys, monkeypatch):
+    def no_memory(self, X, *args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr("deepclust.cluster.kmeans.KMeans.fit", no_memory)
+    out = tmp_path / "runs"
+    code, err = call(capsys, "evaluate", "--methods", "kmeans", "-d", str(folder), "-k", "3", "--seeds", "0",
+                     "--out", str(out))
+    assert code == 2 and len(_error_lines(err)) == 1, err
+    assert "ran out of memory while evaluating (after 0 result rows); use fewer images" in err, err
+    status = json.loads((next(out.iterdir()) / "status.json").read_text())
+    assert status["status"] == "failed" and "ran out of memory" in status["error"]

@@ -212,7 +212,8 @@ def evaluate(config: RunConfig, methods: Sequence[str], *, folds: int | None = N
         raise
     except BaseException as err:
         if is_out_of_memory(err):
-            failure = ran_out_of_memory(err, f"evaluating (after {len(rows)} result rows)")
+            failure = ran_out_of_memory(err, f"evaluating (after {len(rows)} result rows)",
+                                        network=any(method_class(m).trains_network for m in methods))
             set_status(paths, "failed", rows_done=len(rows), error=str(failure))
             raise failure from err
         set_status(paths, "failed", rows_done=len(rows), error=f"{type(err).__name__}: {err}")
