@@ -79,6 +79,7 @@ def files(tmp_path_factory) -> Path:
     (root / "huge.json").write_text(json.dumps({"encoder": [{"type": "flatten"},
                                                             {"type": "dense", "units": 10**8}]}))
     (root / "a_file").write_text("x")
+    (root / "bad.yaml").write_text("encoder: [ {type: dense, units: 3\n")
     (root / "truncated").mkdir()
     return root
 
@@ -95,6 +96,11 @@ BAD = [  # (argv after 'deepclust', fragment of the message, exit status)
     (["run", "--method", "deepcluster", "-a", "resnet50"], "alexnet-small", 2),
     (["run", "--method", "dec", "-a", "{files}/binary.json"], "binary.json: not a text file", 2),
     (["run", "--method", "dec", "-a", "{files}/missing.json"], "missing.json: no such file", 2),
+    (["run", "--method", "dec", "-a", "{files}/bad.yaml"], "bad.yaml: invalid YAML at line 2, column 1", 2),
+    (["run", "--method", "n2d", "--umap-metric", "bogus"], "--umap-metric 'bogus' is not a metric", 2),
+    (["run", "--method", "umap-gmm", "--umap-dim", "5000"], "--umap-dim 5000 must be smaller than", 2),
+    (["run", "--method", "deepcluster", "--batch-size", "1"], "--batch-size must be at least 2 for", 2),
+    (["run", "--method", "deepcluster", "--train-clusters", "5000"], "--train-clusters 5000 is larger", 2),
     (["run", "--resume", ""], "argument --resume: must not be empty", 2),
     (["run", "--resume", "{files}/truncated"], "no config.json", 2),
     (["run", "-d", ""], "argument -d/--dataset: must not be empty", 2),
@@ -109,6 +115,7 @@ BAD = [  # (argv after 'deepclust', fragment of the message, exit status)
     (["run", "--method", "dec", "--from", "{files}/truncated"], "no saved model", 2),
     (["evaluate", "--methods", "kmeans", "--folds", "1"], "number of folds must be an integer >= 2", 2),
     (["evaluate", "--methods", "kmeans", "--device", "tpu"], "is not a device", 2),
+    (["evaluate", "--methods", "kmeans", "--out", "{files}/a_file"], "a_file is a file", 2),
     (["predict", "{files}/truncated", "{files}/a_file"], "no config.json", 2),
     (["report", "{files}/missing"], "is not a folder", 2),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bz2
 import functools
 import gzip
 import io
@@ -867,24 +868,31 @@ def _point_spec_at(monkeypatch, name: str, base_url: str, md5s: dict[str, str | 
     monkeypatch.setitem(DATASETS, name, replace(spec, downloads=downloads))
 
 
+def write_libsvm(path: Path, digits, pixels) -> None:
+    """USPS in LIBSVM's format (the download), bzip2ed: label = digit + 1, then index:value pairs."""
+    lines = [" ".join([str(d + 1), *(f"{i}:{v:g}" for i, v in enumerate(row, start=1))])
+             for d, row in zip(digits, pixels, strict=True)]
+    path.write_bytes(bz2.compress(("\n".join(lines) + "\n").encode()))
+
+
 def test_loader_downloads_missing_files(http_server, tmp_path, monkeypatch):
     root, url = http_server
-    write_esl(root / "zip.train.gz", [3, 4], np.zeros((2, 256)))
-    write_esl(root / "zip.test.gz", [7], np.ones((1, 256)))
-    _point_spec_at(monkeypatch, "usps", url, {"zip.train.gz": md5sum(root / "zip.train.gz")})
+    write_libsvm(root / "usps.bz2", [3, 4], np.zeros((2, 256)))
+    write_libsvm(root / "usps.t.bz2", [7], np.ones((1, 256)))
+    _point_spec_at(monkeypatch, "usps", url, {"usps.bz2": md5sum(root / "usps.bz2")})
     data_dir = tmp_path / "data"
     ds = load_dataset("usps", data_dir=data_dir)
     assert ds.labels.tolist() == [3, 4, 7]
-    assert (data_dir / "zip.train.gz").is_file() and (data_dir / "zip.test.gz").is_file()  # first candidate
+    assert (data_dir / "usps.bz2").is_file() and (data_dir / "usps.t.bz2").is_file()  # first candidate
 
 
 def test_loader_download_only_fetches_the_split(http_server, tmp_path, monkeypatch):
     root, url = http_server
-    write_esl(root / "zip.test.gz", [7], np.ones((1, 256)))
+    write_libsvm(root / "usps.t.bz2", [7], np.ones((1, 256)))
     _point_spec_at(monkeypatch, "usps", url, {})
     ds = load_dataset("usps", split="test")  # default root: $DEEPCLUST_DATA/usps
     assert len(ds) == 1
-    assert (tmp_path / "deepclust-data" / "usps" / "zip.test.gz").is_file()
+    assert (tmp_path / "deepclust-data" / "usps" / "usps.t.bz2").is_file()
 
 
 def test_loader_wrong_md5_raises_checksum_error(http_server, tmp_path, monkeypatch):

@@ -3,10 +3,12 @@ Content-Length, and files already at their final name that fail their checksum."
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import hashlib
 import io
 import os
+import re
 import struct
 import tarfile
 import threading
@@ -228,8 +230,7 @@ def test_a_regzipped_copy_of_the_same_data_is_accepted(tmp_path):
 
 # --------------------------------------------------------------------------- the registry and fetch
 
-NO_CHECKSUM = {("usps", "zip.train.gz"), ("usps", "zip.test.gz"), ("coil20", "coil-20-proc.zip"),
-               ("coil100", "coil-100.zip")}  # none published and none knowable offline: see the modules
+NO_CHECKSUM = {("coil20", "coil-20-proc.zip")}  # none published and none knowable offline: see coil.py
 
 
 def test_every_download_has_a_checksum_or_an_archive_check():
@@ -316,3 +317,67 @@ def test_a_cut_transfer_through_the_loader_says_what_to_do(server, tmp_path, mon
 def test_remote_file_keeps_its_positional_fields():
     remote = RemoteFile("a.gz", "http://x/a.gz", "0" * 32, ("train",))
     assert (remote.md5, remote.splits, remote.sha256, remote.gunzip_md5) == ("0" * 32, ("train",), None, None)
+
+
+# --------------------------------------------------------------------------- USPS: LIBSVM's files
+def _libsvm_line(label: int, pixels, *, sparse: bool = False) -> str:
+    """One digit in LIBSVM's format; ``sparse`` leaves the zero values out, as the format allows."""
+    pairs = [f"{i}:{v:g}" for i, v in enumerate(pixels, start=1) if not (sparse and v == 0)]
+    return " ".join([str(label), *pairs])
+
+
+def _libsvm(lines: list[str]) -> bytes:
+    return bz2.compress(("\n".join(lines) + "\n").encode())
+
+
+def test_usps_published_checksums_are_torchvisions():
+    """The md5 and sha256 that pytorch/vision publishes for LIBSVM's usps files (its usps.py files)."""
+    remotes = {r.filename: r for r in DATASETS["usps"].downloads}
+    assert remotes["usps.bz2"].md5 == "ec16c51db3855ca6c91edd34d0e9b197"
+    assert remotes["usps.t.bz2"].md5 == "8ea070ee2aca1ac39742fdd1ef5ed118"
+    assert remotes["usps.bz2"].url.startswith("https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/")
+    assert remotes["usps.bz2"].splits == ("train",) and remotes["usps.t.bz2"].splits == ("test",)
+
+
+def test_usps_downloads_from_libsvm_and_reads_its_format(server, tmp_path, monkeypatch):
+    """Dense and sparse lines; labels 1..10 are the digits 0..9; [-1, 1] -> 0..255 as ESL's files."""
+    first = np.full(256, -1.0)
+    first[:4] = [1.0, 0.0, -0.4, 0.5]  # -> 255, 128 (0.0 left out), 77, 191
+    bodies = {"usps.bz2": _libsvm([_libsvm_line(7, first, sparse=True), _libsvm_line(1, np.ones(256))]),
+              "usps.t.bz2": _libsvm([_libsvm_line(10, -np.ones(256))])}
+    urls = {name: server(f"/{name}", body) for name, body in bodies.items()}
+    _point_at(monkeypatch, "usps", urls.get, **{n: hashlib.md5(b).hexdigest() for n, b in bodies.items()})
+    data = tmp_path / "data"
+    ds = load_dataset("usps", data_dir=data)
+    assert ds.images.shape == (3, 16, 16, 1) and ds.labels.tolist() == [6, 0, 9]
+    assert ds.images[0, 0, :5, 0].tolist() == [255, 128, 77, 191, 0]
+    assert ds.images[1].min() == 255 and ds.images[2].max() == 0
+    assert _only_file(data) == ["usps.bz2", "usps.t.bz2"]
+    assert len(load_dataset("usps", data_dir=data, split="test", download=False)) == 1
+
+
+def test_usps_libsvm_files_must_match_the_published_checksum(tmp_path):
+    """A usps.bz2 that is not LIBSVM's (here a synthetic one) is reported, not read; the same data
+    uncompressed, which has no download name and so no checksum, is read and checked line by line."""
+    lines = [_libsvm_line(3, np.zeros(256))]
+    (tmp_path / "usps.bz2").write_bytes(_libsvm(lines))
+    with pytest.raises(ChecksumError, match="usps.bz2 is not the expected file"):
+        load_dataset("usps", data_dir=tmp_path, split="train", download=False)
+    (tmp_path / "usps.bz2").unlink()
+    (tmp_path / "usps").write_text("\n".join(lines) + "\n")
+    ds = load_dataset("usps", data_dir=tmp_path, split="train", download=False)
+    assert ds.labels.tolist() == [2] and ds.images.max() == 128
+    damaged = (("3 1:0.5 300:1", "pixel index outside 1..256"), ("11 1:0.5", "label outside 1..10"),
+               ("3 1:x", "line 1: not 'label index:value ...' pairs"), ("3 1:0.5 2", "line 1: not"))
+    for bad, fragment in damaged:
+        (tmp_path / "usps").write_text(bad + "\n")
+        with pytest.raises(ValueError, match=re.escape(fragment)):
+            load_dataset("usps", data_dir=tmp_path, split="train", download=False)
+
+
+def test_usps_keeps_reading_esl_files(tmp_path):
+    """ESL's zip.train / zip.test stay an accepted layout (no checksum: read and checked line by line)."""
+    row = " ".join(["4.0000", *(["-1.000"] * 256)])
+    (tmp_path / "zip.train.gz").write_bytes(gzip.compress((row + "\n").encode()))
+    ds = load_dataset("usps", data_dir=tmp_path, split="train", download=False)
+    assert ds.labels.tolist() == [4] and ds.images.max() == 0

@@ -10,6 +10,8 @@ scheduler or ``kill`` is marked "interrupted" and resumable exactly as after Ctr
 from __future__ import annotations
 
 import contextlib
+import errno
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -22,6 +24,33 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process kille
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM arrived: handled like Ctrl-C (the run is marked interrupted and can be resumed)."""
+
+
+class OutOfMemory(MemoryError):
+    """Memory ran out, or would: the message is the whole line (what, how big, how to fix)."""
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """True for a MemoryError and for torch's allocation failures (CPU allocator, CUDA OOM)."""
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(err, RuntimeError) and _is_allocation(_first_line(err))
+
+
+def ran_out_of_memory(err: BaseException, doing: str, *, network: bool = True) -> OutOfMemory:
+    """The one-line error for an allocation failure ``err`` raised while ``doing`` (e.g. "training dec");
+    ``network``: what was running trains a network, so the batch size and architecture are the fix."""
+    found = re.search(r"(?:tried to|unable to) allocate ([0-9.]+) ?([KMGT]i?B|bytes)", str(err),
+                      re.IGNORECASE)
+    if found is None:
+        size = ""
+    elif found.group(2).lower() == "bytes":
+        size = f" (could not allocate {int(float(found.group(1))) / 1e9:.1f} GB more)"
+    else:
+        size = f" (could not allocate {float(found.group(1)):g} {found.group(2)} more)"
+    fix = ("lower --batch-size, use a smaller architecture (-a) or --resize" if network else
+           "use fewer images, a smaller --resize or smaller settings of the method")
+    return OutOfMemory(f"ran out of memory while {doing}{size}; {fix}, or free memory, then run again.")
 
 
 @contextlib.contextmanager
@@ -49,7 +78,9 @@ def describe_error(err: BaseException) -> tuple[str, int]:
     if isinstance(err, KeyboardInterrupt):
         return "interrupted.", EXIT_INTERRUPTED
     text = _first_line(err)
-    if isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and _is_allocation(text)):
+    if isinstance(err, OutOfMemory):
+        return f"error: {text}", EXIT_USER
+    if is_out_of_memory(err):
         return (f"error: out of memory ({text or 'MemoryError'}), use a smaller architecture, --batch-size "
                 "or --resize.", EXIT_USER)
     if isinstance(err, (ValueError, LookupError, ImportError, UnicodeError)):
@@ -85,11 +116,17 @@ def _os_error(err: OSError) -> str:
     if err.errno is None and err.filename is None:  # raised with a message, which says it all
         return (str(err).strip() if _ours(err) else _first_line(err)) or type(err).__name__
     what = err.strerror or _first_line(err) or type(err).__name__
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # the disk, not the path, is the problem
+        from ._io import WRITE_ERRNOS, write_error
+
+        if err.filename is not None:
+            return str(write_error(err.filename, err))
+        return f"{what}: {WRITE_ERRNOS[err.errno].format(option='--out')}."
     if err.filename is not None:
         target = f"{err.filename} -> {err.filename2}" if err.filename2 is not None else f"{err.filename}"
         return f"{target}: {what}; check the path and its permissions."
     return f"{what}; check the paths given and their permissions."
 
 
-__all__ = ["EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "EXIT_USER", "Terminated",
-           "describe_error", "sigterm_as_interrupt"]
+__all__ = ["EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "EXIT_USER", "OutOfMemory", "Terminated",
+           "describe_error", "is_out_of_memory", "ran_out_of_memory", "sigterm_as_interrupt"]

@@ -203,14 +203,36 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
                 f.flush()
                 os.fsync(f.fileno())
             except OSError as exc:
-                raise OutputPathError(f"Could not finish writing {path} ({exc.strerror or exc}); the "
-                                      "previous file, if any, is unchanged.") from exc
+                raise write_error(path, exc) from exc
         _refuse_non_regular(path)  # something may have appeared there while we wrote
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS and not isinstance(exc, OutputPathError):
+            raise write_error(path, exc) from exc  # a full disk while writing: name the file, not the errno
         raise
+
+
+#: errno of a write that the disk, not the program, refused: each gets one line naming the file.
+WRITE_ERRNOS = {errno.ENOSPC: "free some space or pass {option} elsewhere",
+                errno.EDQUOT: "free some space under your quota or pass {option} elsewhere",
+                errno.EROFS: "pass {option} on a writable file system",
+                errno.EIO: "the disk may be failing; pass {option} elsewhere",
+                errno.EFBIG: "pass {option} on a file system that takes files this large"}
+
+
+def write_error(path: str | os.PathLike, exc: OSError, *, option: str = "--out") -> OutputPathError:
+    """One line for an OSError raised while writing ``path``: the cause, the file and the fix.
+
+    "No space left on device while writing runs/x/embeddings.npy: free some space or pass --out
+    elsewhere; the previous file, if any, is unchanged." ``option`` is the one that moves the file.
+    """
+    cause = (exc.strerror or os.strerror(exc.errno)) if exc.errno else (str(exc) or type(exc).__name__)
+    fix = WRITE_ERRNOS.get(exc.errno, "check the disk and the folder's permissions").format(option=option)
+    error = OutputPathError(f"{cause} while writing {path}: {fix}; the previous file, if any, is unchanged.")
+    error.errno = exc.errno  # still tells the kind of failure to code that asks
+    return error
 
 
 LOCK_NAME = ".lock"

@@ -198,7 +198,8 @@ def _extract(cache: FeatureCache, kind: str, items, backbone: Backbone, *, batch
                     if error:
                         if on_error == "raise":
                             raise _Unreadable(f"Cannot read image file {name}: {error}. Fix or delete it, or "
-                                             "pass on_error='skip' to leave unreadable files out.")
+                                             "leave unreadable files out (on_error='skip'; deepclust "
+                                             "predict --skip-unreadable).")
                         warnings.warn(f"Skipping unreadable image file {name}: {error}", UserWarning,
                                       stacklevel=3)
                         skipped.append({"index": done + j, "path": name, "error": error})

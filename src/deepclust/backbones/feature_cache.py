@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import write_json
+from .._io import write_error, write_json
 
 FORMAT_VERSION = 1
 CACHE_ENV = "DEEPCLUST_CACHE"
@@ -129,11 +129,17 @@ class FeatureCache:
     def write_rows(self, start: int, rows: np.ndarray) -> None:
         """Write ``rows`` (k, dim) at row ``start`` with plain file writes (no mapping: memory stays flat)."""
         data = np.ascontiguousarray(rows, dtype=_DTYPE).tobytes()
-        os.pwrite(self._fd, data, self._offset + start * self._row_bytes)
+        try:
+            os.pwrite(self._fd, data, self._offset + start * self._row_bytes)
+        except OSError as exc:  # a full disk: one line naming the file, not a bare errno
+            raise write_error(self.partial_path, exc, option="--feature-cache") from exc
 
     def checkpoint(self, done: int, skipped: list[dict]) -> None:
         """Make the first ``done`` rows durable, then record that they are (so a resume can trust them)."""
-        os.fsync(self._fd)
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise write_error(self.partial_path, exc, option="--feature-cache") from exc
         write_json(self.progress_path, {"n": self.meta["n"], "feature_dim": self.meta["feature_dim"],
                                         "done": done, "skipped": skipped})
 

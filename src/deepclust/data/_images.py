@@ -89,8 +89,9 @@ def decode_images(sources: Sequence[Source], *, size: tuple[int, int] | None, on
                 arr, colour = _to_array(img, size)
         except _DECODE_ERRORS as exc:
             if on_error == "raise":
-                raise ValueError(f"Cannot read image file {name}: {exc}. Fix or delete it, or pass "
-                                 "on_error='skip' to leave unreadable files out.") from exc
+                raise ValueError(f"Cannot read image file {name}: {exc}. Fix or delete it, or leave "
+                                 "unreadable files out (on_error='skip'; deepclust predict "
+                                 "--skip-unreadable).") from exc
             warnings.warn(f"Skipping unreadable image file {name}: {exc}", UserWarning, stacklevel=3)
             continue
         arrays.append(arr)

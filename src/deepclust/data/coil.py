@@ -133,10 +133,11 @@ register(DatasetSpec(
                 "(Nene, Nayar & Murase 1996).",
     files=("coil-20-proc.zip",),
     alternatives=("the 1,440 files obj<i>__<pose>.png directly in the folder or in coil-20-proc/",),
-    # Columbia publishes no checksum of the zip, and the shared benchmark copy holds the extracted PNGs,
-    # not the zip, so no checksum can be known offline. The zip is checked instead by reading every
-    # member against its CRC-32 (a cut-off zip also loses its central directory and fails to open), and
-    # the loader warns unless it holds the 1,440 images.
+    # Columbia publishes no checksum of the zip, none was found published elsewhere (torchvision and
+    # TensorFlow Datasets have no COIL-20), and the shared benchmark copy holds the extracted PNGs, not
+    # the zip, so no checksum can be known offline. The zip is checked instead by reading every member
+    # against its CRC-32 (a cut-off zip also loses its central directory and fails to open), and the
+    # loader warns unless it holds the 1,440 images.
     downloads=(RemoteFile("coil-20-proc.zip", f"{_CAVE}/coil-20/coil-20-proc.zip"),),
     splits=("all",),
     locate=locate_coil20,
@@ -150,8 +151,10 @@ register(DatasetSpec(
                 "(Nene, Nayar & Murase 1996).",
     files=("coil-100.zip",),
     alternatives=("the 7,200 files obj<i>__<angle>.png directly in the folder or in coil-100/",),
-    # No published checksum and no copy at hand, so as for COIL-20: every member's CRC-32 is checked.
-    downloads=(RemoteFile("coil-100.zip", f"{_CAVE}/coil-100/coil-100.zip"),),
+    # The sha256 TensorFlow Datasets publishes for this URL (tensorflow/datasets,
+    # tensorflow_datasets/url_checksums/coil100.txt: 130,688,843 bytes); Columbia publishes none.
+    downloads=(RemoteFile("coil-100.zip", f"{_CAVE}/coil-100/coil-100.zip",
+                          sha256="fcb4b8b01c0778f416d8d7a09f45082c4f7075cc74743dcddd5c44307bd4afe7"),),
     splits=("all",),
     locate=locate_coil100,
     homepage="https://www.cs.columbia.edu/CAVE/software/softlib/coil-100.php",

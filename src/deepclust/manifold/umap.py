@@ -16,6 +16,9 @@ def umap_embed(Z: np.ndarray, n_components: int, n_neighbors: int, min_dist: flo
         import umap
     except ImportError:
         raise ImportError("The UMAP stage needs umap-learn: pip install umap-learn.") from None
+    if n_components >= Z.shape[0]:
+        raise ValueError(f"UMAP to {n_components} dimensions needs more than {n_components} samples; got "
+                         f"{Z.shape[0]}. Map to fewer dimensions (--umap-dim).")
     n_neighbors = min(n_neighbors, Z.shape[0] - 1)
     reducer = umap.UMAP(n_components=n_components, n_neighbors=n_neighbors, min_dist=min_dist,
                         metric=metric, random_state=seed, n_jobs=1)

@@ -146,8 +146,11 @@ def _read_spec_file(path: Path) -> dict[str, Any]:
     else:
         try:
             spec = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: invalid YAML: {exc}") from None
+        except yaml.YAMLError as exc:  # one line: what is wrong and where, not PyYAML's drawing of it
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ValueError(f"{path}: invalid YAML{where}: {problem}.") from None
     if not isinstance(spec, dict):
         raise ValueError(f"{path}: an architecture file must hold a mapping with at least an 'encoder' "
                          f"list; got {type(spec).__name__}.")

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._io import write_json, write_text
+from .._errors import is_out_of_memory, ran_out_of_memory
+from .._io import check_output_folder, write_json, write_text
 from .._validation import check_features, check_n_clusters
 from ..config import RunConfig
 from ..deep import AEKMeans
@@ -44,7 +45,8 @@ from ..runs import RunPaths, create_run_dir, set_status, versions
 from ..traits import IMAGES, VECTORS
 from .build import build_method
 from .inputs import load_inputs, require_vector_methods
-from .validate import absolute_paths, validate
+from .memory import check_network
+from .validate import absolute_paths, check_with_data, validate
 
 #: Summary columns: (key in a result row, heading).
 SUMMARY_COLUMNS = (("acc", "ACC"), ("nmi", "NMI"), ("ari", "ARI"), ("silhouette", "silhouette"),
@@ -162,6 +164,7 @@ def evaluate(config: RunConfig, methods: Sequence[str], *, folds: int | None = N
     """
     methods = _check_methods(methods)
     config = absolute_paths(validate(config, methods=methods))  # before any folder is made
+    check_output_folder(config.out)  # a bad --out fails before any work, as for run
     if isinstance(config.n_clusters, str):
         raise ValueError(f"evaluate compares methods at one number of clusters; got {config.n_clusters!r}. "
                          "Pass -k K, or leave it out for a labelled data set (k = its number of classes).")
@@ -181,8 +184,12 @@ def evaluate(config: RunConfig, methods: Sequence[str], *, folds: int | None = N
     splits = make_splits(n, labels=y, folds=folds, seeds=seeds, seed=config.seed)
     for split in splits:
         check_n_clusters(n_clusters, split.train.size)
+        check_with_data(config, split.train.size, methods=methods)
     protocol = protocol_text(splits, n_samples=n, stratified=y is not None, seed=config.seed,
                              shared_autoencoder=_pretrains(methods))
+    for name in (m for m in methods if method_class(m).trains_network):  # sized before the folder exists
+        check_network(build_method(dataclasses.replace(config, method=name), n_clusters), X, n_clusters,
+                      device=config.device)
     paths = create_run_dir(config.out, f"{dataset.name}-evaluate")
     rows: list[dict] = []
     try:
@@ -204,6 +211,11 @@ def evaluate(config: RunConfig, methods: Sequence[str], *, folds: int | None = N
         set_status(paths, "interrupted", rows_done=len(rows))
         raise
     except BaseException as err:
+        if is_out_of_memory(err):
+            failure = ran_out_of_memory(err, f"evaluating (after {len(rows)} result rows)",
+                                        network=any(method_class(m).trains_network for m in methods))
+            set_status(paths, "failed", rows_done=len(rows), error=str(failure))
+            raise failure from err
         set_status(paths, "failed", rows_done=len(rows), error=f"{type(err).__name__}: {err}")
         raise
     return EvaluationResult(paths, rows, summary, protocol)

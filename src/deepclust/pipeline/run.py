@@ -6,6 +6,7 @@ Bad input (unknown data set, missing files, bad k, NaN) fails *before* the run f
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from .. import distributed as D
+from .._errors import describe_error, is_out_of_memory, ran_out_of_memory
 from .._io import (
     RunLock,
     check_output_folder,
@@ -41,7 +43,8 @@ from .build import build_method
 from .defaults import choose_pipeline
 from .folder import after_fit, fit_config, summary_lines
 from .inputs import auto_k_values, load_backbone_inputs, load_run_inputs
-from .validate import absolute_paths, validate
+from .memory import check_network
+from .validate import absolute_paths, check_with_data, validate
 
 
 @dataclass
@@ -126,9 +129,13 @@ def _run(config: RunConfig, resume, chosen: str | None = None) -> RunResult:
         config, recipe, dataset, X, n_clusters = load_run_inputs(config)
         if resume:  # the saved options already hold the recipe's values; keep the record of them
             recipe = _saved_recipe(RunPaths(Path(resume)))
+    check_with_data(config, X.shape[0])
     k_values = auto_k_values(config, X.shape[0]) if n_clusters == AUTO else None
     method = build_method(config, k_values[0] if k_values else n_clusters)
     trains = type(method).trains_network
+    # The network is built on the meta device and sized now: a shape that does not fit the data or a
+    # network too big for memory fails here, before the run folder, not as a failed run (or a kill).
+    check_network(method, X, k_values[0] if k_values else n_clusters, device=config.device)
     X_fit = X
     if D.is_distributed():  # under torchrun every process fits; rank 0 alone writes
         _check_distributed(config, method, k_values)
@@ -149,6 +156,7 @@ def _run(config: RunConfig, resume, chosen: str | None = None) -> RunResult:
         lock = RunLock(paths.root).acquire()
     if trains:
         method.set_params(checkpoint_dir=str(paths.checkpoints))
+    stage = "writing config.json"  # what the run was doing, for an out-of-memory message
     try:
         arch_k = k_values[0] if k_values else n_clusters  # auto: the autoencoder is built for the first k
         _write_config(paths, config, dataset, X, n_clusters, method, arch_clusters=arch_k, backbone=backbone,
@@ -156,14 +164,17 @@ def _run(config: RunConfig, resume, chosen: str | None = None) -> RunResult:
         start = time.perf_counter()
         pretrained_history: list[dict] = []
         if k_values:  # --clusters auto: choose k first (pretraining the autoencoder once), then fit with it
+            stage = "choosing k"
             selection, pretrained_history = choose_k_for_run(config, paths, method, X, k_values)
             n_clusters = selection["best_k"]
             _write_config(paths, config, dataset, X, n_clusters, method, arch_clusters=arch_k,
                           backbone=backbone, k_selection=selection, chosen=chosen, recipe=recipe)
+        stage = f"{'training' if trains else 'fitting'} {config.method}"
         if trains:
             method.fit(X, dataset.labels)  # labels only feed the per-epoch log, never the training
         else:
             method.fit(X_fit)
+        stage = "scoring the clusters"
         seconds = time.perf_counter() - start
         if pretrained_history:  # the pretraining done while choosing k belongs to this run's curves
             method.history_ = pretrained_history + method.history_
@@ -181,6 +192,7 @@ def _run(config: RunConfig, resume, chosen: str | None = None) -> RunResult:
             metrics["processes"] = D.world_size()
         if config.metrics:
             metrics["spaces"] = metrics_by_space(method, X, labels, seed=config.seed)
+        stage = "writing the run folder"
         # preprocessing.json; an image folder's held-out test/ and class mappings
         metrics.update(after_fit(paths, config, method, dataset, X, backbone=backbone))
         write_json(paths.metrics, metrics)
@@ -192,19 +204,26 @@ def _run(config: RunConfig, resume, chosen: str | None = None) -> RunResult:
         if type(method).saves_model:
             save_model(method, paths.model)
         if config.visualize:
+            stage = "drawing the plots"
             write_plots(paths, method, dataset, X, labels, seed=config.seed)
         report_error = try_write_report(paths.root, dataset=dataset, features=X)
         set_status(paths, "complete", **({"report_error": report_error} if report_error else {}))
     except KeyboardInterrupt:
-        set_status(paths, "interrupted", resume=f"deepclust run --resume {paths.root}")
+        _mark(paths, "interrupted", resume=f"deepclust run --resume {paths.root}")
         raise
     except BaseException as err:
+        failure = err
+        if is_out_of_memory(err):  # one line that says when and what to change, not the allocator's words
+            failure = ran_out_of_memory(err, stage, network=trains)
         if resume or (trains and not isinstance(err, TrainingDiverged)):
-            set_status(paths, "failed")  # keep checkpoints: hours of training may be in them
+            # keep checkpoints: hours of training may be in them
+            _mark(paths, "failed", reason=describe_error(failure)[0])
         else:
             lock.release()
             shutil.rmtree(paths.root, ignore_errors=True)  # nothing worth keeping: never a half-written run
-        raise
+        if failure is err:
+            raise
+        raise failure from err
     finally:
         if not resume:
             lock.release()
@@ -218,6 +237,13 @@ def _saved_recipe(paths: RunPaths) -> dict | None:
     except (OSError, ValueError, AttributeError):
         return None
     return record if isinstance(record, dict) else None
+
+
+def _mark(paths: RunPaths, status: str, **extra) -> None:
+    """``set_status`` while handling another error: a disk too full to take status.json must not hide
+    the error that stopped the run."""
+    with contextlib.suppress(OSError):
+        set_status(paths, status, **extra)
 
 
 def _check_distributed(config: RunConfig, method, k_values) -> None:

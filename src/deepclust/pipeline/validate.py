@@ -23,6 +23,12 @@ MAX_SEED = 2**32 - 1
 #: Widest layer (units of a dense layer, filters of a convolution) an architecture file may ask for.
 MAX_WIDTH = 2**16
 NORMALIZE = (None, "unit", "standard")
+#: umap-learn's metrics that need no parameter and take any real vectors (its other names need extra
+#: arguments, such as mahalanobis or wminkowski, or special data, such as haversine or categorical).
+UMAP_METRICS = ("euclidean", "l2", "manhattan", "l1", "taxicab", "chebyshev", "linf", "linfty", "linfinity",
+                "minkowski", "canberra", "braycurtis", "cosine", "correlation", "hellinger", "hamming",
+                "jaccard", "dice", "matching", "kulsinski", "rogerstanimoto", "russellrao", "sokalmichener",
+                "sokalsneath", "yule")
 
 # (field, option, minimum, allows None): integer options.
 _INTS = (
@@ -68,6 +74,10 @@ def validate(config: RunConfig, *, methods: Iterable[str] | None = None) -> RunC
         raise ValueError(f"--seed must be at most {MAX_SEED}; got {config.seed}.")
     if config.batch_size is not None and config.batch_size > MAX_BATCH_SIZE:
         raise ValueError(f"--batch-size must be at most {MAX_BATCH_SIZE}; got {config.batch_size}.")
+    if config.batch_size is not None and config.batch_size < 2 and any(
+            "convnet" in METHODS[name].option_groups for name in methods):
+        raise ValueError(f"--batch-size must be at least 2 for deepcluster (its batch norm needs two images "
+                         f"per batch); got {config.batch_size}.")
     for name, option, zero, optional in _FLOATS:
         _check_float(getattr(config, name), option, zero, optional)
     _check_clusters(config)
@@ -79,8 +89,28 @@ def validate(config: RunConfig, *, methods: Iterable[str] | None = None) -> RunC
     if config.normalize not in NORMALIZE:
         raise ValueError(f"--normalize must be unit, standard or none; got {config.normalize!r}.")
     check_device(config.device)
+    if any("manifold" in METHODS[name].option_groups for name in methods) \
+            and config.umap_metric not in UMAP_METRICS:
+        raise ValueError(f"--umap-metric {config.umap_metric!r} is not a metric UMAP takes here; use one of "
+                         f"{', '.join(UMAP_METRICS)}.")
     _check_arch(config.arch, {group for name in methods for group in METHODS[name].option_groups})
     return config
+
+
+def check_with_data(config: RunConfig, n_samples: int, *, methods: Iterable[str] | None = None) -> None:
+    """The checks that need the data's size, made once it is loaded and before the run folder exists.
+    ``methods``: the methods that will run (``evaluate``); default ``[config.method]``."""
+    from ..methods import METHODS
+
+    methods = [config.method] if methods is None else list(methods)
+    groups = {group for name in methods if name in METHODS for group in METHODS[name].option_groups}
+    if "convnet" in groups and config.train_clusters is not None and config.train_clusters > n_samples:
+        raise ValueError(f"--train-clusters {config.train_clusters} is larger than the number of samples "
+                         f"({n_samples}); use at most {n_samples}.")
+    uses_umap = "manifold" in groups
+    if uses_umap and config.umap_dim is not None and config.umap_dim >= n_samples:
+        raise ValueError(f"--umap-dim {config.umap_dim} must be smaller than the number of samples "
+                         f"({n_samples}); UMAP maps to a few dimensions, by default the number of clusters.")
 
 
 def absolute_paths(config: RunConfig) -> RunConfig:
@@ -200,4 +230,4 @@ def _check_float(value, option: str, zero: bool, optional: bool) -> None:
         raise ValueError(f"{option} must be a finite number {bound}; got {value!r}.")
 
 
-__all__ = ["MAX_RESIZE", "absolute_paths", "check_device", "validate"]
+__all__ = ["MAX_RESIZE", "UMAP_METRICS", "absolute_paths", "check_device", "check_with_data", "validate"]
