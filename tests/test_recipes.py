@@ -124,6 +124,8 @@ def test_a_run_on_larger_grey_images_takes_the_recipe_and_says_so(tmp_path, one_
     assert saved["data"]["size"] == 64 and saved["resolved"]["image_shape"] == [64, 64, 1]
     assert saved["resolved"]["method_params"]["batch_size"] == 32
     assert saved["resolved"]["method_params"]["n_init"] == 2
+    report = (result.paths.root / "report.html").read_text()
+    assert "recipe for large-grey images" in report and "conv-coil20-64" in report
     # the same images already at 64 x 64 and every recipe option given: nothing left to fill
     small = _grey_folder(tmp_path / "small", 64)
     result = run(RunConfig(dataset=str(small), method="ae-kmeans", pretrain_epochs=1, n_init=2, batch_size=4,

@@ -270,6 +270,12 @@ def _configuration_section(run: _RunFiles) -> str:
         parts.append("<h3>Pretrained backbone</h3><p>The clustered features come from a network pretrained "
                      "on labelled images (not learnt from this data): compare these scores with other "
                      "pretrained runs, not with methods trained from scratch.</p>" + _key_value_table(facts))
+    recipe = resolved.get("recipe")
+    if isinstance(recipe, dict) and isinstance(recipe.get("options"), dict) and recipe["options"]:
+        method = _e(run.cfg.get("method", "the method"))
+        parts.append(f"<h3>Recipe</h3><p>Options left unset came from {method}'s recipe for "
+                     f"{_e(recipe.get('shape', '?'))} images ({_e(recipe.get('evidence', ''))}):</p>"
+                     + _key_value_table(recipe["options"]))
     parts.append("<h3>Options</h3>" + _key_value_grid(run.cfg))
     arch = resolved.get("architecture")
     if isinstance(arch, dict):
