@@ -87,9 +87,7 @@ def apply_recipe(config, cls: type, image_shape: tuple[int, ...], n_samples: int
     side = recipe.resize_to
     if side is not None and config.size is None and tuple(image_shape[:2]) != (side, side):
         changes["size"] = side
-    if not changes:
-        return config, {"shape": shape, "options": {}, "evidence": recipe.evidence}
-    return (dataclasses.replace(config, **changes),
+    return (dataclasses.replace(config, **changes) if changes else config,
             {"shape": shape, "options": changes, "evidence": recipe.evidence})
 
 

@@ -232,8 +232,10 @@ def _run(config: RunConfig, resume, chosen: str | None = None) -> RunResult:
 
 def _saved_recipe(paths: RunPaths) -> dict | None:
     """The recipe record in a resumed run's ``config.json`` (None if it has none or is unreadable)."""
+    from ..run_folder import read_json
+
     try:
-        record = json.loads(paths.config.read_text()).get("resolved", {}).get("recipe")
+        record = read_json(paths.config).get("resolved", {}).get("recipe")
     except (OSError, ValueError, AttributeError):
         return None
     return record if isinstance(record, dict) else None
