@@ -174,6 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--out", default=None, metavar="FILE.npy", help="also write the features here")
     embed.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     embed.set_defaults(func=_cmd_embed)
+    cache = sub.add_parser("cache", help="store a data set once as a memory-mapped array runs read by index",
+                           description="Decode a data set or an image folder once into OUT (a uint8 array "
+                                       "memory-mapped from disk, with its labels and file names). 'deepclust "
+                                       "run -d OUT' then trains on batches read by index: memory no longer "
+                                       "grows with the number of images, and nothing is decoded again.")
+    for action in run._actions:
+        if action.dest in ("dataset", "data_dir", "split", "resize", "grayscale"):
+            cache._add_action(copy.copy(action))
+    cache.add_argument("--out", required=True, metavar="DIR",
+                       help="the cache folder to create (must not exist)")
+    cache.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    cache.set_defaults(func=_cmd_cache)
     _add_evaluate_parser(sub, run)
     _add_predict_parser(sub)
     report = sub.add_parser("report", help="rebuild report.html in a run folder",
@@ -395,6 +407,18 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
         write_npy(args.out, np.asarray(features))
         print(f"written to {args.out}")
+    return 0
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from .data import cache_dataset, open_cache
+
+    folder = cache_dataset(args.dataset, args.out, data_dir=args.data_dir, split=args.split, size=args.resize,
+                           grayscale=args.grayscale, show_progress=False if args.no_progress else None)
+    dataset = open_cache(folder)
+    labels = f", {dataset.n_classes} classes" if dataset.labels is not None else ", unlabelled"
+    print(f"{len(dataset)} images of {'x'.join(map(str, dataset.image_shape))}{labels} cached in {folder}; "
+          f"run on them with: deepclust run -d {folder}")
     return 0
 
 

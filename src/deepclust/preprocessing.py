@@ -36,10 +36,13 @@ class Preprocessing:
 
     @classmethod
     def of_run(cls, images: np.ndarray, *, grayscale: bool, normalize: str | None,
-               flatten: bool, backbone: dict | None = None) -> Preprocessing:
-        """The preprocessing of a run fitted on ``images`` (its decoded training images)."""
+               flatten: bool, backbone: dict | None = None, stats=None) -> Preprocessing:
+        """The preprocessing of a run fitted on ``images`` (its decoded training images); ``stats``:
+        their channel (mean, std) when already computed (a data cache's, in chunks)."""
         mean = std = None
-        if normalize == "standard":
+        if normalize == "standard" and stats is not None:
+            mean, std = (tuple(float(v) for v in stat) for stat in stats)
+        elif normalize == "standard":
             source = to_grayscale(images) if grayscale else images
             _, m, s = to_float(source, "standard", return_stats=True)
             mean, std = tuple(float(v) for v in m), tuple(float(v) for v in s)

@@ -14,6 +14,7 @@ from pathlib import Path
 from . import cifar10, coil, digits, idx, stl10, usps  # noqa: F401  (each registers its data sets)
 from ._base import DatasetNotFoundError, ImageDataset, check_on_error
 from ._registry import DATASETS, DatasetSpec, RemoteFile, canonical_name, describe_datasets, resolve_data_dir
+from .cache import cache_dataset, is_cache, load_cache, open_cache, write_cache
 from .cifar10 import load_cifar10
 from .coil import load_coil20, load_coil100
 from .digits import load_digits
@@ -41,6 +42,9 @@ __all__ = [
     "download_file",
     "flatten",
     "list_image_folder",
+    "cache_dataset",
+    "is_cache",
+    "load_cache",
     "load_cifar10",
     "load_coil20",
     "load_coil100",
@@ -53,12 +57,14 @@ __all__ = [
     "load_reference_images",
     "load_stl10",
     "load_usps",
+    "open_cache",
     "prepare_features",
     "resize",
     "resolve_data_dir",
     "sobel",
     "to_float",
     "to_grayscale",
+    "write_cache",
 ]
 
 
@@ -71,7 +77,8 @@ def load_dataset(name_or_path: str | os.PathLike, *, data_dir: str | os.PathLike
     ----------
     name_or_path : str or path
         A registered name ("digits", "mnist", "fashion-mnist", "kmnist", "usps", "coil20",
-        "coil100", "cifar10", "stl10"; case, '-' and '_' ignored) or the path of an image folder.
+        "coil100", "cifar10", "stl10"; case, '-' and '_' ignored), the path of an image folder, or that
+        of a data cache (:mod:`deepclust.data.cache`: the images stay memory-mapped on disk).
         Names win over paths: write "./mnist" to load a folder called mnist.
     data_dir : path, optional
         Folder holding the files, or a parent with a ``<name>/`` sub-folder. Default:
@@ -100,6 +107,8 @@ def load_dataset(name_or_path: str | os.PathLike, *, data_dir: str | os.PathLike
         return DATASETS[key].loader(data_dir=data_dir, split=split, download=download, size=size,
                                     on_error=on_error)
     path = Path(name_or_path).expanduser()
+    if is_cache(path):
+        return load_cache(path, split=split, size=size)
     if path.is_dir():
         return load_image_folder(path, split=split, size=size, on_error=on_error)
     if path.exists():

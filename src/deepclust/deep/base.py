@@ -21,6 +21,7 @@ from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from .. import distributed as D
 from .._validation import check_n_clusters, check_positive_int, resolve_device
 from ..cluster import KMeans
+from ..data.rows import ImageRows
 from ..models import Autoencoder, build_autoencoder, default_architecture
 from ..recipes import LARGE_GREY, Recipe
 from ..traits import IMAGES, MethodTraits
@@ -320,7 +321,13 @@ def as_image_tensor(X) -> torch.Tensor:
 
     numpy arrays follow deepclust's image layout: (N, H, W, C) or (N, H, W); uint8 is scaled to [0, 1].
     torch tensors follow torch's: (N, C, H, W). 2-D (N, d) features become (N, 1, 1, d).
+    :class:`~deepclust.data.rows.ImageRows` (a data cache read by index) are returned as they are: they
+    give float (N, C, H, W) batches, and uint8 is always finite.
     """
+    if isinstance(X, ImageRows) and not X.flat:
+        if len(X) == 0:
+            raise ValueError("X is empty: it has 0 samples.")
+        return X
     if isinstance(X, torch.Tensor):
         t = X.detach().cpu()
         channels_last = False

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import distributed as D
+from ..data.rows import ImageRows
 from ..progress import progress
 from .loop import EpochLoop
 
@@ -256,7 +257,9 @@ def pretrain_layerwise(model: nn.Module, X: torch.Tensor, settings: TrainSetting
     """
     blocks = model.dense_blocks()
     history: list[dict] = []
-    h = X.flatten(1)
+    # Each block's output is computed for every row, so this stage holds the data in memory by nature
+    # (ImageRows from a data cache are read whole here; the end-to-end training after it is not).
+    h = (X[:] if isinstance(X, ImageRows) else X).flatten(1)
     for i, block in enumerate(blocks):
         params = list(block.encoder.parameters()) + list(block.decoder.parameters())
         optimizer = settings.optimizer_for(params)
@@ -293,11 +296,19 @@ def _drop(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor
 
 
 @torch.no_grad()
-def encode(model: nn.Module, X: torch.Tensor, *, device: torch.device,
-           batch_size: int = 1024) -> torch.Tensor:
-    """Embeddings of ``X`` in order, (N, d), on the CPU; the model is left in eval mode."""
+def encode(model: nn.Module, X: torch.Tensor, *, device: torch.device, batch_size: int = 1024,
+           rows: slice | None = None) -> torch.Tensor:
+    """Embeddings of ``X`` (or of its ``rows``) in order, (n, d), on the CPU; the model is left in eval mode.
+
+    Reads ``batch_size`` rows at a time, so ``X`` may be :class:`~deepclust.data.rows.ImageRows` read
+    from a memory-mapped cache: only the (n, d) embeddings are ever held whole.
+    """
     model.eval()
-    out = [model.encode(X[s:s + batch_size].to(device)).cpu() for s in range(0, X.shape[0], batch_size)]
+    start, stop, _ = (rows or slice(None)).indices(X.shape[0])
+    out = [model.encode(X[s:min(s + batch_size, stop)].to(device)).cpu()
+           for s in range(start, stop, batch_size)]
+    if not out:  # an empty shard: no rows, but the embedding's width
+        out = [model.encode(X[start:start].to(device)).cpu()]
     return torch.cat(out)
 
 
@@ -308,5 +319,5 @@ def encode_all(model: nn.Module, X: torch.Tensor, *, device: torch.device,
     shard and the shards are gathered in order (a collective: every rank calls it)."""
     if not D.is_distributed():
         return encode(model, X, device=device, batch_size=batch_size)
-    part = encode(model, X[D.shard_slice(X.shape[0])], device=device, batch_size=batch_size)
+    part = encode(model, X, device=device, batch_size=batch_size, rows=D.shard_slice(X.shape[0]))
     return torch.from_numpy(D.concat_shards(np.ascontiguousarray(part.numpy())))

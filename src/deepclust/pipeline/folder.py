@@ -29,7 +29,9 @@ import numpy as np
 from .._io import write_json, write_text
 from ..data import ImageDataset
 from ..data._registry import canonical_name
+from ..data.cache import is_cache
 from ..data.image_folder import FolderLayout, describe_layout, load_image_folder, load_reference_images
+from ..data.rows import ImageRows
 from ..metrics import contingency_matrix, evaluate_clustering
 from ..preprocessing import Preprocessing
 
@@ -39,11 +41,12 @@ MAPPING_RULE = ("majority vote: each cluster is named after the class with the m
 
 
 def folder_layout(dataset: str) -> FolderLayout | None:
-    """The layout of ``dataset`` when it names an image folder (not a registered data set), else None."""
+    """The layout of ``dataset`` when it names an image folder (not a registered data set, not a data
+    cache), else None."""
     if canonical_name(str(dataset)) is not None:
         return None
     path = Path(dataset).expanduser()
-    return describe_layout(path) if path.is_dir() else None
+    return describe_layout(path) if path.is_dir() and not is_cache(path) else None
 
 
 def holds_out_test(config, layout: FolderLayout | None) -> bool:
@@ -72,8 +75,9 @@ def after_fit(paths, config, method, dataset: ImageDataset, X: np.ndarray, *,
     ``backbone``: the description of the pretrained backbone that made ``X``, if one did."""
     from .embedding import prepared_features
 
+    stats = (X.mean, X.std) if isinstance(X, ImageRows) and X.mean is not None else None  # a cache's
     prep = Preprocessing.of_run(dataset.images, grayscale=config.grayscale, normalize=config.normalize,
-                                flatten=X.ndim == 2, backbone=backbone)
+                                flatten=X.ndim == 2, backbone=backbone, stats=stats)
     prep.save(paths.preprocessing)
     layout = folder_layout(config.dataset)
     if layout is None:

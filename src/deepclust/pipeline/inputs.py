@@ -10,6 +10,7 @@ import numpy as np
 from .._validation import check_features, check_n_clusters
 from ..config import AUTO, RunConfig
 from ..data import ImageDataset, load_dataset
+from ..data.rows import ImageRows, is_memory_mapped
 from ..data.transforms import prepare_features
 from ..methods import method_class
 from ..progress import progress_enabled
@@ -32,7 +33,12 @@ def load_inputs(config: RunConfig, *,
         return dataset, X, n_clusters
     dataset = load_dataset(config.dataset, data_dir=config.data_dir, split=config.split, size=config.size)
     images = (input_kind or method_class(config.method).input_kind) == IMAGES
-    X = prepare_features(dataset, grayscale=config.grayscale, normalize=config.normalize, flatten=not images)
+    if images and input_kind is None and is_memory_mapped(dataset.images):
+        # a data cache: the network reads float batches by index; N images never become floats at once
+        X = ImageRows(dataset.images, normalize=config.normalize, grayscale=config.grayscale)
+    else:
+        X = prepare_features(dataset, grayscale=config.grayscale, normalize=config.normalize,
+                             flatten=not images)
     return dataset, *_checked(config, dataset, X, images)
 
 
@@ -93,7 +99,7 @@ def _checked(config: RunConfig, dataset: ImageDataset, X: np.ndarray,
     """``X`` checked, and k resolved."""
     if not images:
         X = check_features(X)
-    elif not np.isfinite(X).all():
+    elif not isinstance(X, ImageRows) and not np.isfinite(X).all():  # uint8 rows are finite
         raise ValueError("The images contain NaN or infinite values after preprocessing.")
     n_clusters = config.n_clusters
     if n_clusters == AUTO:

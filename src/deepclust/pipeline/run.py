@@ -32,6 +32,7 @@ from .._io import (
 )
 from ..config import AUTO, RunConfig
 from ..data import ImageDataset
+from ..data.rows import ImageRows
 from ..deep import AEKMeans, as_image_tensor, save_model
 from ..deep.training import TrainingDiverged
 from ..determinism import is_pinned, pin_torch
@@ -206,7 +207,8 @@ def _run(config: RunConfig, resume, chosen: str | None = None) -> RunResult:
         if config.visualize:
             stage = "drawing the plots"
             write_plots(paths, method, dataset, X, labels, seed=config.seed)
-        report_error = try_write_report(paths.root, dataset=dataset, features=X)
+        report_error = try_write_report(paths.root, dataset=dataset,
+                                        features=None if isinstance(X, ImageRows) else X)
         set_status(paths, "complete", **({"report_error": report_error} if report_error else {}))
     except KeyboardInterrupt:
         _mark(paths, "interrupted", resume=f"deepclust run --resume {paths.root}")
@@ -266,16 +268,31 @@ def metrics_by_space(method, X: np.ndarray, labels: np.ndarray, *, seed: int = 0
     Seed 002's ``--metrics``: how well separated the clusters are in the raw pixels, in the pretrained
     autoencoder's embedding and in the final embedding, so the effect of each stage shows.
     """
-    spaces = {"pixels": X.reshape(X.shape[0], -1)}
+    pixels, pick = pixel_rows(X, seed)
+    spaces = {"pixels": (pixels, labels if pick is None else labels[pick])}
     if hasattr(method, "pretrained_embedding_"):
-        spaces["pretrained"] = method.pretrained_embedding_
+        spaces["pretrained"] = (method.pretrained_embedding_, labels)
     if hasattr(method, "embedding_"):
-        spaces["final"] = method.embedding_
+        spaces["final"] = (method.embedding_, labels)
     out = {}
-    for name, Z in spaces.items():
-        scores = evaluate_clustering(labels, None, Z, random_state=seed)
+    for name, (Z, space_labels) in spaces.items():
+        scores = evaluate_clustering(space_labels, None, Z, random_state=seed)
         out[name] = {k: v for k, v in scores.items() if k.startswith(("silhouette", "dunn"))}
     return out
+
+
+#: Rows of a data cache read for statistics over the pixels (silhouette, Dunn, the PCA plot): a sample,
+#: since those statistics are sampled anyway and the cache's N images are never all in memory.
+PIXEL_SAMPLE = 20_000
+
+
+def pixel_rows(X, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """``X`` as (n, d) pixel rows, and None; for a data cache (:class:`ImageRows`) a seeded sample of at
+    most :data:`PIXEL_SAMPLE` rows, and the indices of the rows drawn."""
+    if isinstance(X, ImageRows):
+        rows, pick = X.view(flat=True).sample(PIXEL_SAMPLE, seed)
+        return rows, (None if len(pick) == len(X) else pick)
+    return X.reshape(X.shape[0], -1), None
 
 
 def resume_run(run_dir: str | Path) -> RunResult:
@@ -314,9 +331,12 @@ def write_plots(paths: RunPaths, method, dataset: ImageDataset, X: np.ndarray, l
     from ..report import plots
 
     out, y = paths.plots, dataset.labels
-    images = dataset.images if X.ndim == 2 else X  # what the method saw, (N, H, W, C)
-    flat = X.reshape(X.shape[0], -1)
-    written = [plots.plot_embedding(flat, labels, out / "latent_pixels.png", true_labels=y,
+    lazy = isinstance(X, ImageRows)  # a data cache: images read by index, pixels sampled
+    images = dataset.images if X.ndim == 2 or lazy else X  # what the method saw, (N, H, W, C)
+    flat, drawn = pixel_rows(X, seed)
+    shown = labels if drawn is None else labels[drawn]
+    written = [plots.plot_embedding(flat, shown, out / "latent_pixels.png",
+                                    true_labels=y if y is None or drawn is None else y[drawn],
                                     title="raw pixels (PCA)", random_state=seed)]
     if hasattr(method, "embedding_"):
         for name, Z in (("pretrained", getattr(method, "pretrained_embedding_", None)),
@@ -333,7 +353,8 @@ def write_plots(paths: RunPaths, method, dataset: ImageDataset, X: np.ndarray, l
         with torch.no_grad():
             method.autoencoder_.eval()
             _, x_hat = method.autoencoder_(as_image_tensor(X[pick]).to(method._device))
-        written.append(plots.plot_reconstructions(images[pick], x_hat.cpu().permute(0, 2, 3, 1).numpy(),
+        shown = X[pick].permute(0, 2, 3, 1).numpy() if lazy else images[pick]
+        written.append(plots.plot_reconstructions(shown, x_hat.cpu().permute(0, 2, 3, 1).numpy(),
                                                   out / "reconstructions.png", n=len(pick)))
     space = getattr(method, "embedding_", flat)
     centers = np.asarray(method.cluster_centers_, dtype=np.float32)

@@ -216,6 +216,7 @@ def _reload_inputs(run: _RunFiles):
     if not run.cfg:
         return None, None, "config.json does not name the data set"
     from ..data import load_dataset
+    from ..data.rows import is_memory_mapped
     from ..data.transforms import prepare_features
     from ..methods import method_class
     from ..pipeline.folder import fit_config
@@ -234,6 +235,8 @@ def _reload_inputs(run: _RunFiles):
             return dataset, None, None
         dataset = load_dataset(config.dataset, data_dir=config.data_dir, split=config.split, size=config.size,
                                download=False)
+        if is_memory_mapped(dataset.images):  # a data cache: the page draws from embeddings.npy
+            return dataset, None, None
         images = method_class(config.method).input_kind == IMAGES
         X = prepare_features(dataset, grayscale=config.grayscale, normalize=config.normalize,
                              flatten=not images)
