@@ -110,3 +110,24 @@ def test_a_one_process_method_under_torchrun_fails_clearly_without_a_run_folder(
     assert ("--method umap-gmm runs in one process only; under torchrun use ae-kmeans, dcn, dec, idec, "
             "kmeans, n2d") in proc.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.slow
+def test_autoencoder_under_torchrun_reads_a_data_cache(tmp_path):
+    """Both ranks read their shares of every batch from the memory-mapped cache; rank 0 alone writes,
+    and the loss curve is one process's on the same data held in memory."""
+    cache = tmp_path / "digits-cache"
+    assert main(["cache", "-d", "digits", "--out", str(cache), "--no-progress"]) == 0
+    args = ["--method", "ae-kmeans", "--pretrain", "2", "--seed", "2", "--no-progress"]
+    proc = _torchrun_deepclust("-d", str(cache), *args, "--out", str(tmp_path / "two"))
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    (two,) = list((tmp_path / "two").iterdir())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["run", "-d", "digits", *args, "--out", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    (one,) = list((tmp_path / "one").iterdir())
+    np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-4, equal_nan=True)
+    assert adjusted_rand_index(_clusters(one), _clusters(two)) >= 0.9

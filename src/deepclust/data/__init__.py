@@ -14,7 +14,7 @@ from pathlib import Path
 from . import cifar10, coil, digits, idx, stl10, usps  # noqa: F401  (each registers its data sets)
 from ._base import DatasetNotFoundError, ImageDataset, check_on_error
 from ._registry import DATASETS, DatasetSpec, RemoteFile, canonical_name, describe_datasets, resolve_data_dir
-from .cache import cache_dataset, is_cache, load_cache, open_cache, write_cache
+from .cache import CacheWriter, cache_dataset, is_cache, load_cache, open_cache, write_cache
 from .cifar10 import load_cifar10
 from .coil import load_coil20, load_coil100
 from .digits import load_digits
@@ -32,6 +32,7 @@ del _name
 
 __all__ = [
     "DATASETS",
+    "CacheWriter",
     "ChecksumError",
     "DatasetNotFoundError",
     "DatasetSpec",

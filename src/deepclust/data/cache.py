@@ -59,52 +59,91 @@ def is_cache(path: str | os.PathLike) -> bool:
 
 
 # --------------------------------------------------------------------------------------------- writing
-class _CacheWriter:
-    """Writes a cache into a temporary sibling folder of ``dest``; ``finish`` renames it into place."""
+class CacheWriter:
+    """Writes a cache of at most ``n`` images into a temporary sibling folder of ``dest``; ``finish``
+    renames it into place, ``abandon`` (or an exception inside ``with``) removes it.
 
-    def __init__(self, dest: Path, n: int, image_shape: tuple[int, int, int], *, labelled: bool):
+    For data that no loader knows (a generator, an array store): ``write`` chunks of uint8 images
+    (m, H, W, C) in order, then ``finish``, and ``deepclust run -d DEST`` reads them by index.
+
+    >>> with CacheWriter("big-cache", n, (28, 28, 1), labelled=True) as cache:  # doctest: +SKIP
+    ...     for images, labels in chunks():
+    ...         cache.write(images, labels)
+    ...     cache.finish(name="generated", description="...", class_names=[str(c) for c in range(10)])
+    """
+
+    def __init__(self, dest: str | os.PathLike, n: int, image_shape: tuple[int, int, int], *,
+                 labelled: bool):
+        dest = Path(dest).expanduser()
         if os.path.lexists(dest):
             raise FileExistsError(f"{dest} already exists; the cache is never written over anything. "
                                   "Choose a new --out folder (or delete the old one yourself).")
         dest.parent.mkdir(parents=True, exist_ok=True)
         self.dest = dest
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
-        self.images = np.lib.format.open_memmap(self.tmp / "images.npy", mode="w+", dtype=np.uint8,
-                                                shape=(n, *image_shape))
         self.shape = (n, *image_shape)
+        # The rows are appended with plain writes after the .npy header, not through a memory map: pages
+        # written through a map stay in the writer's resident set, written ones only in the OS cache.
+        self._file, self._offset = _new_npy(self.tmp / "images.npy", self.shape)
+        self._row_bytes = int(np.prod(image_shape))
         self.labels = np.full(n, -1, dtype=np.int64) if labelled else None
         self.paths: list[str] | None = None
         self.n = 0
+        self.finished = False
 
-    def write(self, images: np.ndarray, labels: np.ndarray | None, paths: list[str] | None) -> None:
+    def __enter__(self) -> CacheWriter:
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is not None or not self.finished:
+            self.abandon()
+
+    def write(self, images: np.ndarray, labels: np.ndarray | None = None,
+              paths: list[str] | None = None) -> None:
+        """Append ``images`` (m, H, W, C) uint8 with their ``labels`` (and source ``paths``)."""
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.shape[1:] != self.shape[1:] \
+                or self.n + len(images) > self.shape[0]:
+            shape = ", ".join(map(str, self.shape[1:]))
+            raise ValueError(f"CacheWriter.write takes uint8 images of shape (m, {shape}), "
+                             f"{self.shape[0]} in all; got {images.dtype} {images.shape} after {self.n}.")
+        if (labels is None) != (self.labels is None):
+            raise ValueError("labels must be given with every chunk of a labelled cache, and only then.")
         m = images.shape[0]
-        self.images[self.n:self.n + m] = images
+        self._file.seek(self._offset + self.n * self._row_bytes)
+        self._file.write(np.ascontiguousarray(images).data)
         if self.labels is not None:
             self.labels[self.n:self.n + m] = labels
         if paths is not None:
-            self.paths = (self.paths or []) + list(paths)
+            if self.paths is None:
+                self.paths = []
+            self.paths.extend(paths)
         self.n += m
 
-    def finish(self, *, name: str, description: str, class_names: list[str], source: str) -> Path:
-        images = self.images[:self.n] if self.n < self.images.shape[0] else self.images
-        if self.n < self.images.shape[0]:  # unreadable files were left out: shrink the file to the rows kept
-            kept = np.lib.format.open_memmap(self.tmp / "images.kept.npy", mode="w+", dtype=np.uint8,
-                                             shape=images.shape)
-            for s in range(0, self.n, CHUNK):
-                kept[s:s + CHUNK] = images[s:s + CHUNK]
-            kept.flush()
-            del kept, images
-            self.images = None  # unmaps the longer file before it is replaced
+    def finish(self, *, name: str, description: str = "", class_names: list[str] | tuple = (),
+               source: str = "") -> Path:
+        """Write the description and move the complete cache to ``dest``; returns ``dest``."""
+        if self.n < self.shape[0]:  # unreadable files were left out: copy the rows kept under a new header
+            kept, offset = _new_npy(self.tmp / "images.kept.npy", (self.n, *self.shape[1:]))
+            self._file.seek(self._offset)
+            kept.seek(offset)
+            left = self.n * self._row_bytes
+            while left:
+                block = self._file.read(min(left, 64 * 2**20))
+                kept.write(block)
+                left -= len(block)
+            kept.close()
+            self._file.close()
             os.replace(self.tmp / "images.kept.npy", self.tmp / "images.npy")
         else:
-            self.images.flush()
+            self._file.close()
         if self.labels is not None:
             np.save(self.tmp / "labels.npy", self.labels[:self.n])
         if self.paths is not None:
             (self.tmp / "paths.txt").write_text("".join(p.replace("\n", " ") + "\n" for p in self.paths))
         shape = [int(s) for s in self.shape[1:]]
         write_json(self.tmp / MARKER, {
-            "format": FORMAT, "name": name, "description": description, "class_names": class_names,
+            "format": FORMAT, "name": name, "description": description, "class_names": list(class_names),
             "n_samples": self.n, "image_shape": shape, "labelled": self.labels is not None,
             "paths": self.paths is not None, "source": source})
         os.chmod(self.tmp, 0o777 & ~_read_umask())
@@ -115,17 +154,29 @@ class _CacheWriter:
                 raise FileExistsError(f"{self.dest} appeared while the cache was being written; the new "
                                       f"cache is left in {self.tmp}.") from None
             raise
+        self.finished = True
         return self.dest
 
     def abandon(self) -> None:
+        """Remove the partial cache."""
+        self._file.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _new_npy(path: Path, shape: tuple[int, ...]):
+    """A new uint8 .npy file of ``shape`` (its header written, its data zeros, sparse), open for writing
+    the data, and the offset where the data starts."""
+    header = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    offset = header.offset
+    del header  # unmapped: the data is written with plain writes
+    return open(path, "r+b"), offset
 
 
 def write_cache(dataset: ImageDataset, dest: str | os.PathLike, *, source: str = "",
                 show_progress: bool | None = None) -> Path:
     """Write an in-memory :class:`ImageDataset` as a cache folder ``dest`` (which must not exist)."""
     dest = Path(dest).expanduser()
-    writer = _CacheWriter(dest, len(dataset), dataset.image_shape, labelled=dataset.labels is not None)
+    writer = CacheWriter(dest, len(dataset), dataset.image_shape, labelled=dataset.labels is not None)
     try:
         for s in progress(range(0, len(dataset), CHUNK), desc="Writing cache", unit="chunk",
                           enabled=show_progress):
@@ -167,7 +218,7 @@ def cache_dataset(name_or_path: str | os.PathLike, dest: str | os.PathLike, *, d
         return write_cache(dataset, dest, source=source, show_progress=show_progress)
     files, labels, class_names = list_image_folder(folder, split=split)
     target, channels = _folder_shape(files, size, grayscale)
-    writer = _CacheWriter(dest, len(files), (*target, channels), labelled=labels is not None)
+    writer = CacheWriter(dest, len(files), (*target, channels), labelled=labels is not None)
     try:
         for s in progress(range(0, len(files), CHUNK), total=-(-len(files) // CHUNK), desc="Caching images",
                           unit="chunk", enabled=show_progress):

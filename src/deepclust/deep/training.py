@@ -305,11 +305,15 @@ def encode(model: nn.Module, X: torch.Tensor, *, device: torch.device, batch_siz
     """
     model.eval()
     start, stop, _ = (rows or slice(None)).indices(X.shape[0])
-    out = [model.encode(X[s:min(s + batch_size, stop)].to(device)).cpu()
-           for s in range(start, stop, batch_size)]
-    if not out:  # an empty shard: no rows, but the embedding's width
-        out = [model.encode(X[start:start].to(device)).cpu()]
-    return torch.cat(out)
+    out = None
+    for s in range(start, max(stop, start + 1), batch_size):  # an empty range still gives the width
+        z = model.encode(X[s:min(s + batch_size, stop)].to(device)).cpu()
+        if out is None:
+            # One array filled in place: small per-batch results kept between the large temporaries
+            # of each batch would pin the heap (glibc), and memory would grow with the rows encoded.
+            out = torch.empty((stop - start, *z.shape[1:]), dtype=z.dtype)
+        out[s - start:s - start + z.shape[0]] = z
+    return out
 
 
 @torch.no_grad()
