@@ -198,3 +198,20 @@ def test_writer_for_data_no_loader_knows(tmp_path):
     with CacheWriter(tmp_path / "unfinished", 8, (4, 4, 1), labelled=False) as cache:
         cache.write(chunks[0])  # never finished: removed on leaving the block
     _no_leftovers(tmp_path, {"gen"})
+
+
+def test_predict_reads_a_cache_in_chunks(tmp_path, monkeypatch):
+    from deepclust.pipeline import predict as predict_module
+
+    folder = cache_dataset("digits", tmp_path / "digits")
+    assert main(["run", "--method", "kmeans", "--n-init", "1", "--seed", "0", "--no-progress",
+                 "--out", str(tmp_path / "runs")]) == 0
+    (run,) = list((tmp_path / "runs").iterdir())
+    monkeypatch.setattr(predict_module, "PREDICT_CHUNK", 500)  # four chunks
+    rows = predict_module.predict_images(run, [folder])
+    trained = np.loadtxt(run / "assignments.csv", delimiter=",", skiprows=1, usecols=1, dtype=np.int64)
+    assert [r["cluster"] for r in rows] == trained.tolist()  # the same images get their own clusters
+    assert rows[3]["file"] == f"{folder}#3"
+    small = cache_dataset("digits", tmp_path / "small", size=4)
+    with pytest.raises(ValueError, match="holds images of 4x4x1; the run was fitted on 8x8x1"):
+        predict_module.predict_images(run, [small])

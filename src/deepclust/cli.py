@@ -350,7 +350,8 @@ def _add_predict_parser(sub) -> None:
                     "name from the run's class_mappings.json, if any) and confidence (DEC/IDEC: soft "
                     "assignment; N2D: neighbour vote share; others: fuzzy c-means membership).")
     predict.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'deepclust run'")
-    predict.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders of images")
+    predict.add_argument("images", nargs="+", metavar="IMAGES",
+                         help="image files or folders of images, or one data cache ('deepclust cache')")
     predict.add_argument("--out", default=None, metavar="FILE.csv",
                          help="write the CSV here (default: print it)")
     predict.add_argument("--skip-unreadable", action="store_true",

@@ -28,6 +28,7 @@ import torch
 
 from ..cluster import KMeans
 from ..config import flat_options
+from ..data.cache import is_cache, open_cache
 from ..data.image_folder import load_image_files
 from ..deep import load_model
 from ..deep.checkpoint import MODEL_CONFIG
@@ -35,6 +36,8 @@ from ..preprocessing import Preprocessing
 from ..run_folder import RunFolderError, read_array, read_class_mappings, read_config, read_status
 from ..runs import RunPaths
 from .embedding import prepared_features
+
+PREDICT_CHUNK = 8192  # images of a data cache assigned at a time
 
 
 @dataclass
@@ -141,8 +144,33 @@ def predict_images(run_dir: str | os.PathLike, images: Sequence[str | os.PathLik
     """
     run = load_run(run_dir)
     prep = run.preprocessing
+    if len(images) == 1 and is_cache(images[0]) and not prep.backbone:
+        return _predict_cache(run, Path(images[0]).expanduser())
     data = load_image_files(images, size=prep.image_size, channels=prep.channels, on_error=on_error)
     clusters, confidence = assign(run, prepared_features(prep, data))
+    return _rows(run, data.paths, clusters, confidence)
+
+
+def _predict_cache(run: FittedRun, folder: Path) -> list[dict]:
+    """Assign the images of a data cache, :data:`PREDICT_CHUNK` rows at a time (read by index, so the
+    cache may be larger than memory); files are named by ``paths.txt``, else ``DIR#index``."""
+    data = open_cache(folder)
+    prep = run.preprocessing
+    fitted = (*prep.image_size, prep.channels)
+    if tuple(data.image_shape) != fitted:
+        raise ValueError(f"The cache {folder} holds images of {'x'.join(map(str, data.image_shape))}; the "
+                         f"run was fitted on {'x'.join(map(str, fitted))}: build a cache with the run's "
+                         "--resize (and the colour of its images).")
+    parts = [assign(run, prep.apply(np.asarray(data.images[s:s + PREDICT_CHUNK])))
+             for s in range(0, len(data), PREDICT_CHUNK)]
+    clusters = np.concatenate([c for c, _ in parts])
+    confidence = np.concatenate([p for _, p in parts])
+    names = data.paths or [f"{folder}#{i}" for i in range(len(data))]
+    return _rows(run, names, clusters, confidence)
+
+
+def _rows(run: FittedRun, files: list[str], clusters: np.ndarray, confidence: np.ndarray) -> list[dict]:
+    """One dict per image, after checking the model gave sane clusters and confidences."""
     if not np.isfinite(confidence).all() or (clusters < 0).any() or (clusters >= run.n_clusters).any():
         paths = RunPaths(run.root)
         raise RunFolderError(paths.centers if _from_centres(run.estimator) else paths.model,
@@ -150,7 +178,7 @@ def predict_images(run_dir: str | os.PathLike, images: Sequence[str | os.PathLik
                              "model is damaged")
     names = run.class_names or {}
     return [{"file": path, "cluster": int(c), "class": names.get(int(c)), "confidence": float(p)}
-            for path, c, p in zip(data.paths, clusters, confidence, strict=True)]
+            for path, c, p in zip(files, clusters, confidence, strict=True)]
 
 
 def predictions_csv(rows: list[dict]) -> str:
