@@ -64,6 +64,9 @@ class ImageRows:
         self.release_bytes = int(release_bytes)
         self._map = backing_map(images)
         self._read = 0
+        # Rows read in random order each touch their own pages: count those, not the rows' bytes.
+        row = int(np.prod(images.shape[1:]))
+        self._pages_per_row = (-(-row // mmap.PAGESIZE) + 1) * mmap.PAGESIZE
         n, h, w, c = images.shape
         channels = 1 if self.grayscale else c
         self.image_shape = (channels, h, w)
@@ -98,7 +101,7 @@ class ImageRows:
         raw = self.images[index]
         if raw.ndim == 3:  # one image
             raw = raw[np.newaxis]
-        self._account(raw.nbytes)
+        self._account(raw.shape[0] * self._pages_per_row)
         return self._convert(raw)
 
     def __repr__(self) -> str:
@@ -135,7 +138,7 @@ class ImageRows:
         count = 0
         for s in range(0, len(self), STATS_CHUNK):
             raw = self.images[s:s + STATS_CHUNK]
-            self._account(raw.nbytes)
+            self._account(raw.shape[0] * self._pages_per_row)
             x = self._grey(raw).astype(np.float64) / 255.0
             total += x.sum(axis=(0, 1, 2))
             squares += (x * x).sum(axis=(0, 1, 2))
@@ -162,7 +165,8 @@ class ImageRows:
         return x.permute(0, 3, 1, 2).contiguous()
 
     def _account(self, nbytes: int) -> None:
-        """Drop this process's mapped pages every ``release_bytes`` read (the OS keeps them cached)."""
+        """Drop this process's mapped pages every ``release_bytes`` of pages touched (an upper bound:
+        each row read counts the pages it can span); the OS keeps them cached."""
         if self._map is None:
             return
         self._read += nbytes
