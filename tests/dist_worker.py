@@ -12,6 +12,8 @@ deep    fit each deep-method configuration in IN (images X and a JSON list of [c
         made per rank (rank r: OUT/<name>-rank<r>), so the test sees which ranks wrote checkpoints; one
         with "resume_after" is first fitted with that many clustering epochs, then refitted in full on
         the same folders (rank 1's stays empty: every rank resumes from rank 0's checkpoint).
+        DeepCluster configurations are handled alike (its ``epochs`` are cut short for "resume_after",
+        its network is compared, and its cross-entropy and clustering losses are written).
 die     rank 1 raises before the fit while rank 0 waits in the fit's first collective.
 stall   rank 1 sleeps instead of fitting; rank 0 must fail after DEEPCLUST_DIST_TIMEOUT seconds.
 """
@@ -82,18 +84,27 @@ def deep(src: Path, out: Path) -> None:
         if params.get("checkpoint_dir"):
             params["checkpoint_dir"] = str(out / f"{params['checkpoint_dir']}-rank{D.rank()}")
         resume_after = params.pop("resume_after", None)
+        deepcluster = cls_name == "DeepCluster"
         if resume_after is not None:  # an interrupted fit: the first clustering epochs only
-            cls(**{**params, "clustering_epochs": resume_after}).fit(X)
+            cls(**{**params, "epochs" if deepcluster else "clustering_epochs": resume_after}).fit(X)
         est = cls(**params).fit(X)
         _same_on_every_rank(f"config {i} labels", est.labels_)
         _same_on_every_rank(f"config {i} centres", est.cluster_centers_)
         _same_on_every_rank(f"config {i} embedding", est.embedding_)
-        for key, value in est.autoencoder_.state_dict().items():
+        network = est.network_ if deepcluster else est.autoencoder_
+        for key, value in network.state_dict().items():
             _same_on_every_rank(f"config {i} weight {key}", value)
         results[f"labels{i}"] = est.labels_
         results[f"centers{i}"] = est.cluster_centers_
-        results[f"loss{i}"] = np.array([row.get("loss", np.nan) for row in est.history_], dtype=np.float64)
+        loss_key = "cross_entropy" if deepcluster else "loss"
+        results[f"loss{i}"] = np.array([_number(row.get(loss_key)) for row in est.history_])
+        if deepcluster:
+            results[f"clustering_loss{i}"] = np.array([row["clustering_loss"] for row in est.history_])
     D.main_process_only(np.savez)(out / "deep.npz", **results)
+
+
+def _number(value) -> float:
+    return np.nan if value is None else float(value)
 
 
 def die(X: np.ndarray) -> None:

@@ -134,6 +134,60 @@ def test_deep_methods_on_two_ranks_follow_one_process(tmp_path):
     assert not (out / "ae-rank1").exists() and not (out / "idec-rank1").exists()
 
 
+# A convnet without batch norm or dropout: under DDP its training is one process's up to float rounding.
+TINY_CONVNET = {"name": "tiny-conv", "layers": [
+    {"type": "conv", "filters": 6, "kernel": 3}, {"type": "activation", "fn": "relu"},
+    {"type": "maxpool", "size": 2}, {"type": "flatten"}, {"type": "dense", "units": 12}]}
+
+
+@pytest.mark.slow
+def test_deepcluster_on_two_ranks_follows_one_process(tmp_path):
+    """DeepCluster under DDP: features, PCA (from all-reduced moments) and k-means across ranks, the
+    pseudo-labels gathered, the global batch of one process.
+
+    Without batch norm and dropout (configurations 0-1) the cross-entropy and clustering losses follow
+    one process (rtol 1e-4; the ranks sum gradients and PCA moments in another order) and the clusters
+    are the same partition; a fit resumed from rank 0's checkpoint ends where an uninterrupted one ends.
+    With alexnet-small (batch norm, dropout) the first clustering, made before any training, gives
+    exactly one process's pseudo-labels (configuration 2); its training (configuration 3) normalises
+    each rank's share of a batch on its own on the CPU, so only its first clustering is compared, and
+    the worker checks that both ranks end with the same weights. Rank 0 alone writes checkpoints.
+    """
+    X = _bar_images()
+    base = dict(n_clusters=3, batch_size=15, pca_dim=4, n_init=3, random_state=0, verbose=False)
+    tiny = dict(base, arch=TINY_CONVNET, input="grey", epochs=2, train_clusters=4, augment="crop+flip",
+                lr=0.2)
+    configs = [
+        ["DeepCluster", dict(tiny)],
+        ["DeepCluster", dict(tiny, checkpoint_dir="dc", resume_after=1)],
+        ["DeepCluster", dict(base, epochs=0)],
+        ["DeepCluster", dict(base, epochs=1, checkpoint_dir="dc-bn")],
+    ]
+    np.savez(tmp_path / "in.npz", X=X, configs=json.dumps(configs))
+    out = tmp_path / "out"
+    out.mkdir()
+    proc, _ = _torchrun("deep", tmp_path / "in.npz", out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = np.load(out / "deep.npz")
+    for i, (_, params) in enumerate(configs):
+        params = {k: v for k, v in params.items() if k not in ("checkpoint_dir", "resume_after")}
+        ref = deep_methods.DeepCluster(**params).fit(X)
+        first = ref.history_[0]["clustering_loss"]
+        np.testing.assert_allclose(got[f"clustering_loss{i}"][0], first, rtol=1e-6, err_msg=f"config {i}")
+        if i == 2:
+            np.testing.assert_array_equal(got[f"labels{i}"], ref.labels_)
+        if i < 2:
+            losses = np.array([np.nan if r["cross_entropy"] is None else r["cross_entropy"]
+                               for r in ref.history_])
+            np.testing.assert_allclose(got[f"loss{i}"], losses, rtol=1e-4, equal_nan=True, err_msg=f"{i}")
+            np.testing.assert_allclose(got[f"clustering_loss{i}"],
+                                       [r["clustering_loss"] for r in ref.history_], rtol=1e-4)
+            assert adjusted_rand_index(ref.labels_, got[f"labels{i}"]) == pytest.approx(1.0), f"config {i}"
+    assert sorted(p.name for p in (out / "dc-rank0").iterdir()) == ["deepcluster.pt"]
+    assert sorted(p.name for p in (out / "dc-bn-rank0").iterdir()) == ["deepcluster.pt"]
+    assert not (out / "dc-rank1").exists() and not (out / "dc-bn-rank1").exists()
+
+
 @pytest.mark.slow
 def test_a_rank_that_dies_ends_the_job(tmp_path):
     np.savez(tmp_path / "in.npz", X=_blobs(200))
