@@ -14,6 +14,13 @@ deep    fit each deep-method configuration in IN (images X and a JSON list of [c
         the same folders (rank 1's stays empty: every rank resumes from rank 0's checkpoint).
         DeepCluster configurations are handled alike (its ``epochs`` are cut short for "resume_after",
         its network is compared, and its cross-entropy and clustering losses are written).
+extract extract backbone features under torchrun: IN is an .npz with the uint8 images and the path of a
+        tiny exported backbone (``save_tiny_backbone``), OUT the run's folder: a folder of PNGs of the images
+        (one of them unreadable: skipped) and the array are each extracted twice into OUT/cache; every rank
+        checks that it holds the same features, and rank 0 writes them and how many images each rank's
+        network saw (the second extraction must read the cache) to OUT/extract.npz.
+unreadable  the same folder extracted with on_error="raise": the rank that meets the bad file reports it and
+        every rank stops with its message.
 die     rank 1 raises before the fit while rank 0 waits in the fit's first collective.
 stall   rank 1 sleeps instead of fitting; rank 0 must fail after DEEPCLUST_DIST_TIMEOUT seconds.
 """
@@ -23,6 +30,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +40,7 @@ from deepclust import KMeans
 from deepclust import deep as deep_methods
 from deepclust import distributed as D
 from deepclust._io import write_text
+from deepclust.backbones import extract_features, get_backbone
 
 
 def _shard(X: np.ndarray, sizes) -> np.ndarray:
@@ -103,6 +112,62 @@ def deep(src: Path, out: Path) -> None:
     D.main_process_only(np.savez)(out / "deep.npz", **results)
 
 
+class TinyBackbone(torch.nn.Module):
+    """A random conv layer, pooled: (B, 3, 16, 16) -> (B, 16); a feature extractor at a test's speed."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, stride=2)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+
+
+def save_tiny_backbone(path: Path) -> Path:
+    """Export :class:`TinyBackbone` (seeded weights) to ``path`` (.pt2) with its JSON description."""
+    torch.manual_seed(0)
+    program = torch.export.export(TinyBackbone().eval(), (torch.zeros(2, 3, 16, 16),),
+                                  dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    torch.export.save(program, str(path))
+    path.with_suffix(".json").write_text(json.dumps({"input_size": 16, "mean": [0.5] * 3, "std": [0.25] * 3}))
+    return path
+
+
+def extract(src: Path, out: Path, scenario: str = "extract") -> None:
+    from PIL import Image
+
+    data = np.load(src)
+    images, backbone = data["images"], get_backbone(str(data["backbone"]))
+    folder = out / "photos" / "all"
+    if D.is_main_process():  # the folder both ranks read (rank 0 writes it before the barrier)
+        folder.mkdir(parents=True)
+        for i, image in enumerate(images):
+            Image.fromarray(image).save(folder / f"img{i:02d}.png")
+        (folder / ("img09.png" if scenario == "unreadable" else "img03.png")).write_bytes(b"not a png")
+    D.barrier()
+    if scenario == "unreadable":
+        extract_features(folder, backbone, cache_dir=out / "cache", batch_size=4, num_workers=0,
+                         on_error="raise")
+        return
+    seen = [0]  # images through this rank's network
+    backbone.net.register_forward_hook(lambda _m, _a, output: seen.__setitem__(0, seen[0] + len(output)))
+    results = {}
+    for name, source in (("folder", folder), ("array", images)):
+        for attempt in range(2):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the unreadable file, said by the rank that reads it
+                features, index = extract_features(source, backbone, cache_dir=out / "cache", batch_size=4,
+                                                   num_workers=0, return_index=True)
+            _same_on_every_rank(f"{name} features", np.asarray(features))
+            results[f"{name}_features{attempt}"] = np.asarray(features)
+            results[f"{name}_index{attempt}"] = index
+            results[f"{name}_seen{attempt}"] = np.array([int(t) for t in D.all_gather_tensors(
+                torch.tensor([seen[0]]))])
+            seen[0] = 0
+    D.main_process_only(np.savez)(out / "extract.npz", **results)
+
+
 def _number(value) -> float:
     return np.nan if value is None else float(value)
 
@@ -126,6 +191,8 @@ def main(argv: list[str]) -> None:
             kmeans(src, out)
         elif scenario == "deep":
             deep(src, out)
+        elif scenario in ("extract", "unreadable"):
+            extract(src, out, scenario)
         else:
             X = np.load(src)["X"]
             {"die": die, "stall": stall}[scenario](X)

@@ -189,6 +189,64 @@ def test_deepcluster_on_two_ranks_follows_one_process(tmp_path):
 
 
 @pytest.mark.slow
+def test_backbone_features_extracted_by_two_ranks_are_one_process_features(tmp_path):
+    """Each rank extracts its run of whole batches into the shared cache file; rank 0 publishes the entry.
+    The features are one process's bit for bit (the same images go through the network in the same
+    batches), the entry is complete once (one folder, no progress records left), an unreadable file
+    found by one rank is left out on every rank, and a second extraction reads the cache."""
+    from deepclust.backbones import extract_features, get_backbone
+    from dist_worker import save_tiny_backbone
+
+    images = np.random.default_rng(0).integers(0, 256, (11, 20, 18, 3), dtype=np.uint8)
+    path = save_tiny_backbone(tmp_path / "tiny.pt2")
+    np.savez(tmp_path / "in.npz", images=images, backbone=str(path))
+    out = tmp_path / "out"
+    out.mkdir()
+    proc, _ = _torchrun("extract", tmp_path / "in.npz", out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = np.load(out / "extract.npz")
+    backbone = get_backbone(str(path))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun process (OMP_NUM_THREADS=1)
+    try:
+        with pytest.warns(UserWarning, match="img03.png"):
+            folder, index = extract_features(out / "photos", backbone, cache_dir=tmp_path / "one",
+                                             batch_size=4, num_workers=0, return_index=True)
+        array = extract_features(images, backbone, cache_dir=tmp_path / "one", batch_size=4, num_workers=0)
+    finally:
+        torch.set_num_threads(threads)
+    for attempt in (0, 1):
+        np.testing.assert_array_equal(got[f"folder_features{attempt}"], folder)
+        np.testing.assert_array_equal(got[f"folder_index{attempt}"], index)
+        np.testing.assert_array_equal(got[f"array_features{attempt}"], array)
+    assert index.tolist() == [i for i in range(11) if i != 3]
+    # 11 images in 3 batches of 4: rank 0 takes the first batch, rank 1 the other two (7 images; an
+    # unreadable file's row goes through the network and is dropped from the entry).
+    assert got["array_seen0"].tolist() == [4, 7] and got["folder_seen0"].tolist() == [4, 7]
+    assert got["array_seen1"].tolist() == [0, 0] and got["folder_seen1"].tolist() == [0, 0]
+    entries = sorted((out / "cache" / "tiny").iterdir())
+    assert len(entries) == 2
+    for entry in entries:
+        assert sorted(p.name for p in entry.iterdir()) == ["features.npy", "meta.json"]
+        assert json.loads((entry / "meta.json").read_text())["processes"] == 2
+
+
+@pytest.mark.slow
+def test_an_unreadable_image_on_one_rank_stops_every_rank_with_its_message(tmp_path):
+    from dist_worker import save_tiny_backbone
+
+    images = np.random.default_rng(0).integers(0, 256, (11, 20, 18, 3), dtype=np.uint8)
+    np.savez(tmp_path / "in.npz", images=images, backbone=str(save_tiny_backbone(tmp_path / "tiny.pt2")))
+    proc, seconds = _torchrun("unreadable", tmp_path / "in.npz", tmp_path, DEEPCLUST_DIST_TIMEOUT="600")
+    assert proc.returncode != 0
+    assert "rank 0 of 2 failed" in proc.stderr and "rank 1 of 2 failed" in proc.stderr  # both, at once
+    assert "Cannot read image file" in proc.stderr and "img09.png" in proc.stderr
+    assert "(rank 1 of 2)" in proc.stderr  # the rank that met it
+    assert seconds < 300  # not the 600 s collective timeout
+    assert not any((tmp_path / "cache" / "tiny").iterdir())  # the dead entry was deleted
+
+
+@pytest.mark.slow
 def test_a_rank_that_dies_ends_the_job(tmp_path):
     np.savez(tmp_path / "in.npz", X=_blobs(200))
     proc, seconds = _torchrun("die", tmp_path / "in.npz", tmp_path, DEEPCLUST_DIST_TIMEOUT="600")

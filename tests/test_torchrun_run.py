@@ -107,6 +107,6 @@ def test_the_default_method_runs_under_torchrun(tmp_path):
 def test_a_one_process_method_under_torchrun_fails_clearly_without_a_run_folder(tmp_path):
     proc = _torchrun_deepclust("--method", "umap-gmm", "--out", str(tmp_path / "runs"), "--no-progress")
     assert proc.returncode != 0
-    assert ("--method umap-gmm runs in one process only; under torchrun use ae-kmeans, dcn, dec, idec, "
-            "kmeans, n2d") in proc.stderr
+    assert ("--method umap-gmm runs in one process only; under torchrun use ae-kmeans, dcn, dec, "
+            "deepcluster, idec, kmeans, n2d") in proc.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
