@@ -115,10 +115,10 @@ def test_a_one_process_method_under_torchrun_fails_clearly_without_a_run_folder(
 
 @pytest.mark.slow
 def test_deepcluster_under_torchrun_writes_one_run_folder_and_resumes(tmp_path):
-    """DeepCluster on digits under DDP: one run folder with the files of a one-process run, written by
-    rank 0, whose first clustering (before any training) is one process's; resumed from rank 0's
-    checkpoint after its training epoch, the run makes its final clustering again and gets the same
-    clusters."""
+    """DeepCluster on digits under DDP (alexnet-small: batch norm and dropout of the global batch): one
+    run folder with the files of a one-process run, written by rank 0, whose per-epoch losses are one
+    process's (rtol 1e-4, float rounding); resumed from rank 0's checkpoint after its training epoch,
+    the run makes its final clustering again and gets the same clusters."""
     args = ["--method", "deepcluster", "--dc-epochs", "1", "--seed", "1", "--no-progress"]
     proc = _torchrun_deepclust(*args, "--out", str(tmp_path / "two"))
     assert proc.returncode == 0, proc.stderr[-6000:]
@@ -132,8 +132,8 @@ def test_deepcluster_under_torchrun_writes_one_run_folder_and_resumes(tmp_path):
         torch.set_num_threads(threads)
     (one,) = list((tmp_path / "one").iterdir())
     assert sorted(p.name for p in two.rglob("*")) == sorted(p.name for p in one.rglob("*"))
-    first = [_column(run, "clustering_loss")[0] for run in (two, one)]
-    assert first[0] == pytest.approx(first[1], rel=1e-6)
+    for column in ("clustering_loss", "cross_entropy"):
+        np.testing.assert_allclose(_column(two, column), _column(one, column), rtol=1e-4, equal_nan=True)
     assert json.loads((two / "metrics.json").read_text())["processes"] == 2
 
     clusters = _clusters(two)

@@ -23,10 +23,9 @@ centres cross); the PCA features (n, pca dim) and the pseudo-labels are gathered
 rank holds the same ones and repairs empty clusters alike. The network and top layer train under
 ``DistributedDataParallel`` with the global batch of one process: every rank draws the same sample
 order and each takes a contiguous share of every batch, its loss weighted by its share
-(``deep.training.batch_share`` / ``backward_share``); crops are drawn for the whole batch and sliced.
-Batch norm in training mode normalises over each rank's share on the CPU (torch has no synchronised
-batch norm there) and over the whole batch on GPUs (``SyncBatchNorm``); dropout masks are drawn per
-rank. Rank 0's batch-norm running statistics are sent to every rank after each epoch.
+(``deep.training.batch_share`` / ``backward_share``); crops are drawn for the whole batch and sliced,
+and batch norm and dropout see the whole batch (``deep.global_batch``): the training is one process's
+up to float rounding.
 
 Reference: Caron, Bojanowski, Joulin & Douze, "Deep clustering for unsupervised learning of visual
 features", ECCV 2018. Written from the paper and our notes on it; no code is taken from the authors'.
@@ -52,6 +51,7 @@ from ...progress import progress
 from ...recipes import SMALL_GREY, PerCluster, Recipe
 from ...traits import IMAGES, MethodTraits
 from ..base import as_image_tensor
+from ..global_batch import use_global_batch
 from ..loop import EpochLoop
 from ..training import backward_share, batch_share, make_optimizer, reduce_totals
 from .crop_flip import AUGMENTATIONS, augment_batch
@@ -144,9 +144,9 @@ class DeepCluster(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
     trains_network = True
     saves_model = True
     option_groups = ("convnet",)
+    fits_across_processes = True  # under torchrun: features, PCA and k-means across ranks, DDP training
     # training on twice the classes, then the final clustering with k (RESULTS.md, "DeepCluster on
     # MNIST-test: over-clustering while training meets the target"); the paper trains on k itself
-    fits_across_processes = True  # under torchrun: features, PCA and k-means across ranks, DDP training
     recipes = {SMALL_GREY: Recipe({"train_clusters": PerCluster(2)},
                                   "MNIST-test, 3 seeds: ACC 0.831, NMI 0.747 (trained on k: NMI < 0.70)")}
 
@@ -196,8 +196,8 @@ class DeepCluster(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
         torch.manual_seed(seed)  # network initialisation and dropout
         self._generator = torch.Generator().manual_seed(seed)  # sampling, augmentation, top layers, k-means
         net = build_convnet(self.arch, X.shape[1:], self.input).to(self._device)
-        if D.is_distributed() and self._device.type == "cuda":  # batch statistics of the global batch
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        # under torchrun: batch norm and dropout of the global batch, not of this rank's share
+        self._batch = use_global_batch(net) if D.is_distributed() else None
         rows = X[D.shard_slice(n)]  # this rank's rows for the features (all of them in one process)
         net_optimizer = make_optimizer(net.parameters(), self.optimizer, self._lr(self.optimizer, self.lr),
                                        momentum=self.momentum, weight_decay=self.weight_decay)
@@ -306,6 +306,8 @@ class DeepCluster(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
             if len(batch) < smallest:
                 continue
             idx, share = batch_share(batch)  # this rank's rows of the global batch (all in one process)
+            if self._batch is not None:
+                self._batch.share = share
             x = augment_batch(X[idx], augment, self._generator, (self.crop_scale, 1.0), share=share)
             logits = model(x.to(self._device))
             loss = F.cross_entropy(logits, targets[idx].to(self._device))
@@ -410,8 +412,8 @@ class DeepCluster(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
 
 
 def _share_buffers(net: nn.Module) -> None:
-    """Rank 0's buffers (batch-norm running statistics) on every rank: each rank's last forward pass
-    updated its own, and the features of the next clustering must be the same on every rank."""
+    """Rank 0's buffers (batch-norm running statistics) on every rank, so that the features of the next
+    clustering are the same on every rank whatever a layer did with its own."""
     if D.is_distributed():
         with torch.no_grad():
             for buffer in net.buffers():
