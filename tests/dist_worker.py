@@ -21,6 +21,9 @@ extract extract backbone features under torchrun: IN is an .npz with the uint8 i
         network saw (the second extraction must read the cache) to OUT/extract.npz.
 unreadable  the same folder extracted with on_error="raise": the rank that meets the bad file reports it and
         every rank stops with its message.
+killed / resumed  extract the images of IN into OUT/cache with batches of 4: "killed" stops every rank
+        right after its first saved batch; "resumed" extracts again, and rank 0 writes the features and
+        how many images each rank's network saw to OUT/resumed.npz.
 die     rank 1 raises before the fit while rank 0 waits in the fit's first collective.
 stall   rank 1 sleeps instead of fitting; rank 0 must fail after DEEPCLUST_DIST_TIMEOUT seconds.
 """
@@ -168,6 +171,26 @@ def extract(src: Path, out: Path, scenario: str = "extract") -> None:
     D.main_process_only(np.savez)(out / "extract.npz", **results)
 
 
+def extract_again(src: Path, out: Path, scenario: str) -> None:
+    from deepclust.backbones.feature_cache import FeatureCache
+
+    data = np.load(src)
+    images, backbone = data["images"], get_backbone(str(data["backbone"]))
+    seen = [0]
+    backbone.net.register_forward_hook(lambda _m, _a, output: seen.__setitem__(0, seen[0] + len(output)))
+    if scenario == "killed":
+        real = FeatureCache.checkpoint
+
+        def checkpoint_then_die(self, done, skipped):
+            real(self, done, skipped)
+            raise KeyboardInterrupt
+
+        FeatureCache.checkpoint = checkpoint_then_die
+    features = extract_features(images, backbone, cache_dir=out / "cache", batch_size=4, num_workers=0)
+    counts = [int(t) for t in D.all_gather_tensors(torch.tensor([seen[0]]))]
+    D.main_process_only(np.savez)(out / "resumed.npz", features=np.asarray(features), seen=np.array(counts))
+
+
 def _number(value) -> float:
     return np.nan if value is None else float(value)
 
@@ -193,6 +216,8 @@ def main(argv: list[str]) -> None:
             deep(src, out)
         elif scenario in ("extract", "unreadable"):
             extract(src, out, scenario)
+        elif scenario in ("killed", "resumed"):
+            extract_again(src, out, scenario)
         else:
             X = np.load(src)["X"]
             {"die": die, "stall": stall}[scenario](X)

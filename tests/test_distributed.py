@@ -233,6 +233,37 @@ def test_backbone_features_extracted_by_two_ranks_are_one_process_features(tmp_p
 
 
 @pytest.mark.slow
+def test_an_extraction_killed_under_torchrun_resumes_where_each_rank_stopped(tmp_path):
+    """Each rank records its own progress; killed after their first batches, a new launch redoes only the
+    rest of each rank's rows, and the published features are one process's."""
+    from deepclust.backbones import extract_features, get_backbone
+    from dist_worker import save_tiny_backbone
+
+    images = np.random.default_rng(1).integers(0, 256, (19, 20, 18, 3), dtype=np.uint8)
+    path = save_tiny_backbone(tmp_path / "tiny.pt2")
+    np.savez(tmp_path / "in.npz", images=images, backbone=str(path))
+    proc, _ = _torchrun("killed", tmp_path / "in.npz", tmp_path)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr
+    (entry,) = list((tmp_path / "cache" / "tiny").iterdir())
+    # 19 images, 5 batches of 4: rank 0 holds rows 0-8 (2 batches), rank 1 rows 8-19 (3 batches)
+    assert sorted(p.name for p in entry.iterdir()) == ["features.partial.npy", "progress.0-8.json",
+                                                       "progress.8-19.json"]
+    proc, _ = _torchrun("resumed", tmp_path / "in.npz", tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = np.load(tmp_path / "resumed.npz")
+    assert got["seen"].tolist() == [4, 7]  # each rank's first batch was not redone
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = extract_features(images, get_backbone(str(path)), cache_dir=tmp_path / "one", batch_size=4,
+                               num_workers=0)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(got["features"], one)
+    assert sorted(p.name for p in entry.iterdir()) == ["features.npy", "meta.json"]
+
+
+@pytest.mark.slow
 def test_an_unreadable_image_on_one_rank_stops_every_rank_with_its_message(tmp_path):
     from dist_worker import save_tiny_backbone
 
