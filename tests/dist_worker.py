@@ -12,6 +12,18 @@ deep    fit each deep-method configuration in IN (images X and a JSON list of [c
         made per rank (rank r: OUT/<name>-rank<r>), so the test sees which ranks wrote checkpoints; one
         with "resume_after" is first fitted with that many clustering epochs, then refitted in full on
         the same folders (rank 1's stays empty: every rank resumes from rank 0's checkpoint).
+        DeepCluster configurations are handled alike (its ``epochs`` are cut short for "resume_after",
+        its network is compared, and its cross-entropy and clustering losses are written).
+extract extract backbone features under torchrun: IN is an .npz with the uint8 images and the path of a
+        tiny exported backbone (``save_tiny_backbone``), OUT the run's folder: a folder of PNGs of the images
+        (one of them unreadable: skipped) and the array are each extracted twice into OUT/cache; every rank
+        checks that it holds the same features, and rank 0 writes them and how many images each rank's
+        network saw (the second extraction must read the cache) to OUT/extract.npz.
+unreadable  the same folder extracted with on_error="raise": the rank that meets the bad file reports it and
+        every rank stops with its message.
+killed / resumed  extract the images of IN into OUT/cache with batches of 4: "killed" stops every rank
+        right after its first saved batch; "resumed" extracts again, and rank 0 writes the features and
+        how many images each rank's network saw to OUT/resumed.npz.
 die     rank 1 raises before the fit while rank 0 waits in the fit's first collective.
 stall   rank 1 sleeps instead of fitting; rank 0 must fail after DEEPCLUST_DIST_TIMEOUT seconds.
 """
@@ -21,6 +33,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +43,7 @@ from deepclust import KMeans
 from deepclust import deep as deep_methods
 from deepclust import distributed as D
 from deepclust._io import write_text
+from deepclust.backbones import extract_features, get_backbone
 
 
 def _shard(X: np.ndarray, sizes) -> np.ndarray:
@@ -82,18 +96,103 @@ def deep(src: Path, out: Path) -> None:
         if params.get("checkpoint_dir"):
             params["checkpoint_dir"] = str(out / f"{params['checkpoint_dir']}-rank{D.rank()}")
         resume_after = params.pop("resume_after", None)
+        deepcluster = cls_name == "DeepCluster"
         if resume_after is not None:  # an interrupted fit: the first clustering epochs only
-            cls(**{**params, "clustering_epochs": resume_after}).fit(X)
+            cls(**{**params, "epochs" if deepcluster else "clustering_epochs": resume_after}).fit(X)
         est = cls(**params).fit(X)
         _same_on_every_rank(f"config {i} labels", est.labels_)
         _same_on_every_rank(f"config {i} centres", est.cluster_centers_)
         _same_on_every_rank(f"config {i} embedding", est.embedding_)
-        for key, value in est.autoencoder_.state_dict().items():
+        network = est.network_ if deepcluster else est.autoencoder_
+        for key, value in network.state_dict().items():
             _same_on_every_rank(f"config {i} weight {key}", value)
         results[f"labels{i}"] = est.labels_
         results[f"centers{i}"] = est.cluster_centers_
-        results[f"loss{i}"] = np.array([row.get("loss", np.nan) for row in est.history_], dtype=np.float64)
+        loss_key = "cross_entropy" if deepcluster else "loss"
+        results[f"loss{i}"] = np.array([_number(row.get(loss_key)) for row in est.history_])
+        if deepcluster:
+            results[f"clustering_loss{i}"] = np.array([row["clustering_loss"] for row in est.history_])
     D.main_process_only(np.savez)(out / "deep.npz", **results)
+
+
+class TinyBackbone(torch.nn.Module):
+    """A random conv layer, pooled: (B, 3, 16, 16) -> (B, 16); a feature extractor at a test's speed."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, stride=2)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+
+
+def save_tiny_backbone(path: Path) -> Path:
+    """Export :class:`TinyBackbone` (seeded weights) to ``path`` (.pt2) with its JSON description."""
+    torch.manual_seed(0)
+    program = torch.export.export(TinyBackbone().eval(), (torch.zeros(2, 3, 16, 16),),
+                                  dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    torch.export.save(program, str(path))
+    path.with_suffix(".json").write_text(json.dumps({"input_size": 16, "mean": [0.5] * 3, "std": [0.25] * 3}))
+    return path
+
+
+def extract(src: Path, out: Path, scenario: str = "extract") -> None:
+    from PIL import Image
+
+    data = np.load(src)
+    images, backbone = data["images"], get_backbone(str(data["backbone"]))
+    folder = out / "photos" / "all"
+    if D.is_main_process():  # the folder both ranks read (rank 0 writes it before the barrier)
+        folder.mkdir(parents=True)
+        for i, image in enumerate(images):
+            Image.fromarray(image).save(folder / f"img{i:02d}.png")
+        (folder / ("img09.png" if scenario == "unreadable" else "img03.png")).write_bytes(b"not a png")
+    D.barrier()
+    if scenario == "unreadable":
+        extract_features(folder, backbone, cache_dir=out / "cache", batch_size=4, num_workers=0,
+                         on_error="raise")
+        return
+    seen = [0]  # images through this rank's network
+    backbone.net.register_forward_hook(lambda _m, _a, output: seen.__setitem__(0, seen[0] + len(output)))
+    results = {}
+    for name, source in (("folder", folder), ("array", images)):
+        for attempt in range(2):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the unreadable file, said by the rank that reads it
+                features, index = extract_features(source, backbone, cache_dir=out / "cache", batch_size=4,
+                                                   num_workers=0, return_index=True)
+            _same_on_every_rank(f"{name} features", np.asarray(features))
+            results[f"{name}_features{attempt}"] = np.asarray(features)
+            results[f"{name}_index{attempt}"] = index
+            results[f"{name}_seen{attempt}"] = np.array([int(t) for t in D.all_gather_tensors(
+                torch.tensor([seen[0]]))])
+            seen[0] = 0
+    D.main_process_only(np.savez)(out / "extract.npz", **results)
+
+
+def extract_again(src: Path, out: Path, scenario: str) -> None:
+    from deepclust.backbones.feature_cache import FeatureCache
+
+    data = np.load(src)
+    images, backbone = data["images"], get_backbone(str(data["backbone"]))
+    seen = [0]
+    backbone.net.register_forward_hook(lambda _m, _a, output: seen.__setitem__(0, seen[0] + len(output)))
+    if scenario == "killed":
+        real = FeatureCache.checkpoint
+
+        def checkpoint_then_die(self, done, skipped):
+            real(self, done, skipped)
+            raise KeyboardInterrupt
+
+        FeatureCache.checkpoint = checkpoint_then_die
+    features = extract_features(images, backbone, cache_dir=out / "cache", batch_size=4, num_workers=0)
+    counts = [int(t) for t in D.all_gather_tensors(torch.tensor([seen[0]]))]
+    D.main_process_only(np.savez)(out / "resumed.npz", features=np.asarray(features), seen=np.array(counts))
+
+
+def _number(value) -> float:
+    return np.nan if value is None else float(value)
 
 
 def die(X: np.ndarray) -> None:
@@ -115,6 +214,10 @@ def main(argv: list[str]) -> None:
             kmeans(src, out)
         elif scenario == "deep":
             deep(src, out)
+        elif scenario in ("extract", "unreadable"):
+            extract(src, out, scenario)
+        elif scenario in ("killed", "resumed"):
+            extract_again(src, out, scenario)
         else:
             X = np.load(src)["X"]
             {"die": die, "stall": stall}[scenario](X)

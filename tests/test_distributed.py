@@ -134,6 +134,150 @@ def test_deep_methods_on_two_ranks_follow_one_process(tmp_path):
     assert not (out / "ae-rank1").exists() and not (out / "idec-rank1").exists()
 
 
+# A convnet without batch norm or dropout (alexnet-small, the default, has both).
+TINY_CONVNET = {"name": "tiny-conv", "layers": [
+    {"type": "conv", "filters": 6, "kernel": 3}, {"type": "activation", "fn": "relu"},
+    {"type": "maxpool", "size": 2}, {"type": "flatten"}, {"type": "dense", "units": 12}]}
+
+
+@pytest.mark.slow
+def test_deepcluster_on_two_ranks_follows_one_process(tmp_path):
+    """DeepCluster under DDP: features, PCA (from all-reduced moments) and k-means across ranks, the
+    pseudo-labels gathered, the global batch of one process with batch norm and dropout of the whole
+    batch (``deep.global_batch``).
+
+    The first clustering, before any training, gives exactly one process's pseudo-labels (configuration
+    2). The cross-entropy and clustering losses follow one process (rtol 1e-4: the ranks sum gradients,
+    batch statistics and PCA moments in another order; the gaps seen are below 2e-6) and the clusters
+    are the same partition, for a small convnet and for alexnet-small with batch norm and dropout; a fit
+    resumed from rank 0's checkpoint ends where an uninterrupted one ends. The worker checks that both
+    ranks end with the same weights; rank 0 alone writes checkpoints.
+    """
+    X = _bar_images()
+    base = dict(n_clusters=3, batch_size=15, pca_dim=4, n_init=3, random_state=0, verbose=False)
+    tiny = dict(base, arch=TINY_CONVNET, input="grey", epochs=2, train_clusters=4, augment="crop+flip",
+                lr=0.2)
+    configs = [
+        ["DeepCluster", dict(tiny)],
+        ["DeepCluster", dict(tiny, checkpoint_dir="dc", resume_after=1)],
+        ["DeepCluster", dict(base, epochs=0)],
+        ["DeepCluster", dict(base, epochs=2, augment="crop+flip", checkpoint_dir="dc-bn")],
+        ["DeepCluster", dict(tiny, epochs=1, backend="sklearn")],  # fitted on rank 0, sent to the others
+    ]
+    np.savez(tmp_path / "in.npz", X=X, configs=json.dumps(configs))
+    out = tmp_path / "out"
+    out.mkdir()
+    proc, _ = _torchrun("deep", tmp_path / "in.npz", out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = np.load(out / "deep.npz")
+    for i, (_, params) in enumerate(configs):
+        params = {k: v for k, v in params.items() if k not in ("checkpoint_dir", "resume_after")}
+        ref = deep_methods.DeepCluster(**params).fit(X)
+        first = ref.history_[0]["clustering_loss"]
+        np.testing.assert_allclose(got[f"clustering_loss{i}"][0], first, rtol=1e-6, err_msg=f"config {i}")
+        if i == 2:
+            np.testing.assert_array_equal(got[f"labels{i}"], ref.labels_)
+        if i != 2:
+            losses = np.array([np.nan if r["cross_entropy"] is None else r["cross_entropy"]
+                               for r in ref.history_])
+            np.testing.assert_allclose(got[f"loss{i}"], losses, rtol=1e-4, equal_nan=True, err_msg=f"{i}")
+            np.testing.assert_allclose(got[f"clustering_loss{i}"],
+                                       [r["clustering_loss"] for r in ref.history_], rtol=1e-4)
+            assert adjusted_rand_index(ref.labels_, got[f"labels{i}"]) == pytest.approx(1.0), f"config {i}"
+    assert sorted(p.name for p in (out / "dc-rank0").iterdir()) == ["deepcluster.pt"]
+    assert sorted(p.name for p in (out / "dc-bn-rank0").iterdir()) == ["deepcluster.pt"]
+    assert not (out / "dc-rank1").exists() and not (out / "dc-bn-rank1").exists()
+
+
+@pytest.mark.slow
+def test_backbone_features_extracted_by_two_ranks_are_one_process_features(tmp_path):
+    """Each rank extracts its run of whole batches into the shared cache file; rank 0 publishes the entry.
+    The features are one process's bit for bit (the same images go through the network in the same
+    batches), the entry is complete once (one folder, no progress records left), an unreadable file
+    found by one rank is left out on every rank, and a second extraction reads the cache."""
+    from deepclust.backbones import extract_features, get_backbone
+    from dist_worker import save_tiny_backbone
+
+    images = np.random.default_rng(0).integers(0, 256, (11, 20, 18, 3), dtype=np.uint8)
+    path = save_tiny_backbone(tmp_path / "tiny.pt2")
+    np.savez(tmp_path / "in.npz", images=images, backbone=str(path))
+    out = tmp_path / "out"
+    out.mkdir()
+    proc, _ = _torchrun("extract", tmp_path / "in.npz", out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = np.load(out / "extract.npz")
+    backbone = get_backbone(str(path))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun process (OMP_NUM_THREADS=1)
+    try:
+        with pytest.warns(UserWarning, match="img03.png"):
+            folder, index = extract_features(out / "photos", backbone, cache_dir=tmp_path / "one",
+                                             batch_size=4, num_workers=0, return_index=True)
+        array = extract_features(images, backbone, cache_dir=tmp_path / "one", batch_size=4, num_workers=0)
+    finally:
+        torch.set_num_threads(threads)
+    for attempt in (0, 1):
+        np.testing.assert_array_equal(got[f"folder_features{attempt}"], folder)
+        np.testing.assert_array_equal(got[f"folder_index{attempt}"], index)
+        np.testing.assert_array_equal(got[f"array_features{attempt}"], array)
+    assert index.tolist() == [i for i in range(11) if i != 3]
+    # 11 images in 3 batches of 4: rank 0 takes the first batch, rank 1 the other two (7 images; an
+    # unreadable file's row goes through the network and is dropped from the entry).
+    assert got["array_seen0"].tolist() == [4, 7] and got["folder_seen0"].tolist() == [4, 7]
+    assert got["array_seen1"].tolist() == [0, 0] and got["folder_seen1"].tolist() == [0, 0]
+    entries = sorted((out / "cache" / "tiny").iterdir())
+    assert len(entries) == 2
+    for entry in entries:
+        assert sorted(p.name for p in entry.iterdir()) == ["features.npy", "meta.json"]
+        assert json.loads((entry / "meta.json").read_text())["processes"] == 2
+
+
+@pytest.mark.slow
+def test_an_extraction_killed_under_torchrun_resumes_where_each_rank_stopped(tmp_path):
+    """Each rank records its own progress; killed after their first batches, a new launch redoes only the
+    rest of each rank's rows, and the published features are one process's."""
+    from deepclust.backbones import extract_features, get_backbone
+    from dist_worker import save_tiny_backbone
+
+    images = np.random.default_rng(1).integers(0, 256, (19, 20, 18, 3), dtype=np.uint8)
+    path = save_tiny_backbone(tmp_path / "tiny.pt2")
+    np.savez(tmp_path / "in.npz", images=images, backbone=str(path))
+    proc, _ = _torchrun("killed", tmp_path / "in.npz", tmp_path)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr
+    (entry,) = list((tmp_path / "cache" / "tiny").iterdir())
+    # 19 images, 5 batches of 4: rank 0 holds rows 0-8 (2 batches), rank 1 rows 8-19 (3 batches)
+    assert sorted(p.name for p in entry.iterdir()) == ["features.partial.npy", "progress.0-8.json",
+                                                       "progress.8-19.json"]
+    proc, _ = _torchrun("resumed", tmp_path / "in.npz", tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = np.load(tmp_path / "resumed.npz")
+    assert got["seen"].tolist() == [4, 7]  # each rank's first batch was not redone
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = extract_features(images, get_backbone(str(path)), cache_dir=tmp_path / "one", batch_size=4,
+                               num_workers=0)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(got["features"], one)
+    assert sorted(p.name for p in entry.iterdir()) == ["features.npy", "meta.json"]
+
+
+@pytest.mark.slow
+def test_an_unreadable_image_on_one_rank_stops_every_rank_with_its_message(tmp_path):
+    from dist_worker import save_tiny_backbone
+
+    images = np.random.default_rng(0).integers(0, 256, (11, 20, 18, 3), dtype=np.uint8)
+    np.savez(tmp_path / "in.npz", images=images, backbone=str(save_tiny_backbone(tmp_path / "tiny.pt2")))
+    proc, seconds = _torchrun("unreadable", tmp_path / "in.npz", tmp_path, DEEPCLUST_DIST_TIMEOUT="600")
+    assert proc.returncode != 0
+    assert "rank 0 of 2 failed" in proc.stderr and "rank 1 of 2 failed" in proc.stderr  # both, at once
+    assert "Cannot read image file" in proc.stderr and "img09.png" in proc.stderr
+    assert "(rank 1 of 2)" in proc.stderr  # the rank that met it
+    assert seconds < 300  # not the 600 s collective timeout
+    assert not any((tmp_path / "cache" / "tiny").iterdir())  # the dead entry was deleted
+
+
 @pytest.mark.slow
 def test_a_rank_that_dies_ends_the_job(tmp_path):
     np.savez(tmp_path / "in.npz", X=_blobs(200))
@@ -153,6 +297,51 @@ def test_a_stalled_rank_times_out(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ in this process
+def test_global_dropout_draws_the_whole_batch_mask(monkeypatch):
+    """A share's rows get the mask ``F.dropout`` gives them in the whole batch (same random stream),
+    and the stream advances as for the whole batch."""
+    from deepclust.deep.global_batch import use_global_batch
+
+    monkeypatch.setattr(D, "is_distributed", lambda: True)
+    net = torch.nn.Sequential(torch.nn.Dropout(0.4))
+    context = use_global_batch(net)
+    x = torch.rand(10, 6)
+    torch.manual_seed(0)
+    whole = torch.nn.functional.dropout(x, 0.4, True)
+    after = torch.rand(1)
+    for start, stop in [(0, 4), (4, 10)]:
+        context.share = Share(start, stop, 10)
+        torch.manual_seed(0)
+        assert torch.equal(net(x[start:stop]), whole[start:stop])
+        assert torch.equal(torch.rand(1), after)
+
+
+def test_global_batch_norm_on_a_group_of_one_is_batch_norm(group_of_one, monkeypatch):
+    """Through the collective path (a real group of one rank), the global-batch layer gives torch's
+    batch norm: output, gradients and running statistics. In float64, because the gradients of the
+    layers before a batch norm nearly cancel: in float32 both torch's and ours are ~1 % (of the largest)
+    from the exact ones."""
+    from deepclust.deep.global_batch import GlobalBatchNorm, use_global_batch
+
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3)).double()
+    ours = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3)).double()
+    ours.load_state_dict(plain.state_dict())
+    weight = ours[1].weight
+    use_global_batch(ours)
+    assert isinstance(ours[1], GlobalBatchNorm) and ours[1].weight is weight  # the same parameter
+    monkeypatch.setattr(D, "is_distributed", lambda: True)
+    x = torch.randn(5, 2, 6, 6, dtype=torch.float64) * 3 + 1
+    for net in (plain, ours):
+        net.train()
+        (net(x) * torch.arange(3.0).view(1, 3, 1, 1)).pow(2).sum().backward()
+    torch.testing.assert_close(ours(x), plain(x), rtol=1e-10, atol=1e-10)
+    for key, value in plain.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[key], value, rtol=1e-10, atol=1e-12)
+    for a, b in zip(ours.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-7, atol=1e-10)
+
+
 @pytest.fixture
 def group_of_one(tmp_path):
     """A real gloo process group with one rank, so the sharded code path runs without subprocesses."""

@@ -1,5 +1,6 @@
 """``torchrun --nproc_per_node 2 -m deepclust run``: two gloo processes on the CPU give the clusters one
-process gives, rank 0 alone writes the run folder, and ``--resume`` continues from rank 0's checkpoints."""
+process gives, rank 0 alone writes the run folder, and ``--resume`` continues from rank 0's checkpoints.
+``embed`` and ``run --backbone`` extract backbone features with both ranks into one cache entry."""
 
 from __future__ import annotations
 
@@ -21,12 +22,12 @@ from deepclust.runs import RunPaths, set_status
 LAUNCH_TIMEOUT_S = 400  # a torchrun start takes 8-40 s on a busy 2-core machine; a hang takes forever
 
 
-def _torchrun_deepclust(*args: str) -> subprocess.CompletedProcess:
+def _torchrun_deepclust(*args: str, command: str = "run") -> subprocess.CompletedProcess:
     src_dir = Path(deepclust.__file__).resolve().parents[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DEEPCLUST_PROGRESS": "0",
            "PYTHONPATH": os.pathsep.join([str(src_dir), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "deepclust", "run", *args]
+           "-m", "deepclust", command, *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
 
 
@@ -107,8 +108,8 @@ def test_the_default_method_runs_under_torchrun(tmp_path):
 def test_a_one_process_method_under_torchrun_fails_clearly_without_a_run_folder(tmp_path):
     proc = _torchrun_deepclust("--method", "umap-gmm", "--out", str(tmp_path / "runs"), "--no-progress")
     assert proc.returncode != 0
-    assert ("--method umap-gmm runs in one process only; under torchrun use ae-kmeans, dcn, dec, idec, "
-            "kmeans, n2d") in proc.stderr
+    assert ("--method umap-gmm runs in one process only; under torchrun use ae-kmeans, dcn, dec, "
+            "deepcluster, idec, kmeans, n2d") in proc.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
@@ -131,3 +132,85 @@ def test_autoencoder_under_torchrun_reads_a_data_cache(tmp_path):
     (one,) = list((tmp_path / "one").iterdir())
     np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-4, equal_nan=True)
     assert adjusted_rand_index(_clusters(one), _clusters(two)) >= 0.9
+
+
+@pytest.mark.slow
+def test_deepcluster_under_torchrun_writes_one_run_folder_and_resumes(tmp_path):
+    """DeepCluster on digits under DDP (alexnet-small: batch norm and dropout of the global batch): one
+    run folder with the files of a one-process run, written by rank 0, whose per-epoch losses are one
+    process's (rtol 1e-4, float rounding); resumed from rank 0's checkpoint after its training epoch,
+    the run makes its final clustering again and gets the same clusters."""
+    args = ["--method", "deepcluster", "--dc-epochs", "1", "--seed", "1", "--no-progress"]
+    proc = _torchrun_deepclust(*args, "--out", str(tmp_path / "two"))
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    (two,) = list((tmp_path / "two").iterdir())
+    assert proc.stdout.count("deepclust run:") == 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["run", *args, "--out", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    (one,) = list((tmp_path / "one").iterdir())
+    assert sorted(p.name for p in two.rglob("*")) == sorted(p.name for p in one.rglob("*"))
+    for column in ("clustering_loss", "cross_entropy"):
+        np.testing.assert_allclose(_column(two, column), _column(one, column), rtol=1e-4, equal_nan=True)
+    assert json.loads((two / "metrics.json").read_text())["processes"] == 2
+
+    clusters = _clusters(two)
+    paths = RunPaths(two)
+    set_status(paths, "interrupted")
+    proc = _torchrun_deepclust("--resume", str(two))
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    assert json.loads(paths.status.read_text())["status"] == "complete"
+    np.testing.assert_array_equal(_clusters(two), clusters)
+
+
+def _column(run: Path, name: str) -> np.ndarray:
+    rows = (run / "history.csv").read_text().splitlines()
+    column = rows[0].split(",").index(name)
+    return np.array([float(r.split(",")[column] or "nan") for r in rows[1:]])
+
+
+@pytest.mark.slow
+def test_embed_and_a_backbone_run_under_torchrun(tmp_path):
+    """``embed`` under torchrun fills the cache once (both ranks extract); ``run --backbone`` under
+    torchrun then reads it without extracting and finds the clusters of a one-process run."""
+    from PIL import Image
+
+    from dist_worker import save_tiny_backbone
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["red", "green"]):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for i in range(9):
+            image = rng.integers(0, 60, size=(20, 18, 3), dtype=np.uint8)
+            image[..., c] = 200
+            Image.fromarray(image).save(tmp_path / "photos" / name / f"{name}{i}.png")
+    backbone = str(save_tiny_backbone(tmp_path / "tiny.pt2"))
+    data = ["-d", str(tmp_path / "photos"), "--backbone", backbone, "--no-progress"]
+    proc = _torchrun_deepclust(*data, "--feature-cache", str(tmp_path / "cache"), "--out",
+                               str(tmp_path / "features.npy"), command="embed")
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    assert proc.stdout.count("18 images -> 16-d features of tiny") == 1  # said by rank 0 alone
+    (entry,) = list((tmp_path / "cache" / "tiny").iterdir())
+    assert sorted(p.name for p in entry.iterdir()) == ["features.npy", "meta.json"]
+    meta = json.loads((entry / "meta.json").read_text())
+    assert meta["processes"] == 2
+
+    run = [*data, "--method", "kmeans", "-k", "2", "--seed", "0"]
+    proc = _torchrun_deepclust(*run, "--feature-cache", str(tmp_path / "cache"),
+                               "--out", str(tmp_path / "two"))
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    assert json.loads((entry / "meta.json").read_text()) == meta  # read, not extracted again
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun process: the same convolution sums
+    try:
+        assert main(["run", *run, "--feature-cache", str(tmp_path / "one-cache"),
+                     "--out", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    (two,), (one,) = list((tmp_path / "two").iterdir()), list((tmp_path / "one").iterdir())
+    assert (two / "assignments.csv").read_text() == (one / "assignments.csv").read_text()
+    (one_entry,) = list((tmp_path / "one-cache" / "tiny").iterdir())
+    np.testing.assert_array_equal(np.load(one_entry / "features.npy"), np.load(tmp_path / "features.npy"))

@@ -389,6 +389,7 @@ def _cmd_backbones(args: argparse.Namespace) -> int:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
+    from . import distributed as D
     from .config import RunConfig
     from .pipeline.inputs import embed_dataset
 
@@ -398,7 +399,14 @@ def _cmd_embed(args: argparse.Namespace) -> int:
                        backbone=args.backbone, backbone_weights=args.backbone_weights,
                        feature_cache=args.feature_cache, device=args.device,
                        progress=False if args.no_progress else None)
-    features, described = embed_dataset(config)
+    if D.launched_by_torchrun():  # every rank extracts its share into the cache; rank 0 reports
+        with D.distributed_session(args.device):
+            features, described = embed_dataset(config)
+            main_process = D.is_main_process()
+        if not main_process:
+            return 0
+    else:
+        features, described = embed_dataset(config)
     print(f"{features.shape[0]} images -> {features.shape[1]}-d features of {described['backbone']} "
           f"(cached in {getattr(features, 'filename', None) or 'memory'})")
     if args.out:

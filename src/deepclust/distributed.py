@@ -293,6 +293,16 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Every rank's picklable ``obj`` in rank order (``[obj]`` in one process): small reports that every
+    rank must see, such as each rank's error, so that all of them stop together with the same message."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def concat_shards(array: np.ndarray) -> np.ndarray:
     """Concatenate every rank's ``array`` along axis 0 in rank order; the whole on every rank.
 

@@ -9,6 +9,12 @@ Unreadable images: with ``on_error="skip"`` (the default, as for :func:`deepclus
 each one is left out with a warning naming it, and its row is dropped before the entry is published;
 ``return_index=True`` says which images the rows belong to. With ``on_error="raise"`` the first one
 raises a ValueError naming it and the unfinished entry is deleted.
+
+Under torchrun (a collective: every rank calls it with the same images) each rank extracts its own
+contiguous run of whole batches, the ones one process would make, and writes them into the shared
+partial file; once every rank is done rank 0 publishes the entry and every rank maps the whole of it.
+The features are therefore one process's bit for bit. Every rank learns of an unreadable image (or of
+ranks that see different images or no shared cache) and all stop with the same message.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from .. import distributed as D
 from ..data._base import check_on_error
 from ..data._images import _DECODE_ERRORS
 from ..progress import progress
@@ -34,13 +41,13 @@ from .feature_cache import FeatureCache, cache_key, default_cache_dir, fingerpri
 
 
 class _FileImages(Dataset):
-    """Image files -> (uint8 (3, H, W), original (h, w), error text or "")."""
+    """Image files ``start:stop`` -> (uint8 (3, H, W), original (h, w), error text or "")."""
 
-    def __init__(self, paths: Sequence[Path], preprocessing: Preprocessing, start: int):
-        self.paths, self.pre, self.start = paths, preprocessing, start
+    def __init__(self, paths: Sequence[Path], preprocessing: Preprocessing, start: int, stop: int):
+        self.paths, self.pre, self.start, self.stop = paths, preprocessing, start, stop
 
     def __len__(self) -> int:
-        return len(self.paths) - self.start
+        return self.stop - self.start
 
     def __getitem__(self, i: int):
         path = self.paths[self.start + i]
@@ -55,13 +62,13 @@ class _FileImages(Dataset):
 
 
 class _ArrayImages(Dataset):
-    """An in-memory uint8 (N, h, w, c) array -> the same items as :class:`_FileImages`."""
+    """Rows ``start:stop`` of an in-memory uint8 (N, h, w, c) array -> the items of :class:`_FileImages`."""
 
-    def __init__(self, images: np.ndarray, preprocessing: Preprocessing, start: int):
-        self.images, self.pre, self.start = images, preprocessing, start
+    def __init__(self, images: np.ndarray, preprocessing: Preprocessing, start: int, stop: int):
+        self.images, self.pre, self.start, self.stop = images, preprocessing, start, stop
 
     def __len__(self) -> int:
-        return len(self.images) - self.start
+        return self.stop - self.start
 
     def __getitem__(self, i: int):
         image = self.images[self.start + i]
@@ -107,7 +114,30 @@ def _as_source(source) -> tuple[str, Sequence[Path] | np.ndarray]:
 
 
 def _default_workers() -> int:
-    return min(4, max(0, (os.cpu_count() or 1) - 1))
+    """min(4, CPUs - 1), shared among the processes torchrun starts on this machine."""
+    procs = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if D.is_distributed() else 1
+    return min(4, max(0, (os.cpu_count() or 1) - 1) // max(procs, 1))
+
+
+def _rank_rows(n: int, batch_size: int) -> tuple[int, int]:
+    """This rank's rows (first, stop): a contiguous run of the batches one process makes, so every
+    image is in a batch of the same images as in one process (all rows in one process)."""
+    first, stop = D.shard_bounds(-(-n // batch_size))
+    return first * batch_size, min(stop * batch_size, n)
+
+
+def _agree(error: str | None, cls: type[Exception] = ValueError) -> None:
+    """Raise on every rank when any rank reports an ``error`` (a collective), so that all ranks stop
+    together with one message instead of some waiting in the next collective."""
+    _raise_first(D.all_gather_objects(error), cls)
+
+
+def _raise_first(errors: list[str | None], cls: type[Exception]) -> None:
+    """Raise the first of the ranks' ``errors`` (in rank order), naming its rank; nothing if none."""
+    failed = [(r, e) for r, e in enumerate(errors) if e]
+    if failed:
+        rank_, message = failed[0]
+        raise cls(f"{message} (rank {rank_} of {len(errors)})" if len(errors) > 1 else message)
 
 
 def extract_features(source, backbone: Backbone, *, cache_dir: str | os.PathLike | None = None,
@@ -154,8 +184,20 @@ def extract_features(source, backbone: Backbone, *, cache_dir: str | os.PathLike
             "first_image": str(items[0]) if kind == "files" else None}
     root = cache_dir if cache_dir is not None else default_cache_dir()
     cache = FeatureCache(root, backbone.name, key, meta)
+    if D.is_distributed():
+        keys = D.all_gather_objects(key)
+        _agree(None if all(k == keys[0] for k in keys) else
+               "The ranks see different images (their feature-cache keys differ): under torchrun every "
+               "rank must read the same files (same paths, sizes and modification times) or the same array.")
 
     cached = cache.load()
+    if D.is_distributed():  # rank 0 decides whether the entry is complete; then every rank must read it
+        if D.all_gather_objects(cached is not None)[0]:
+            _agree(None if cached is not None else
+                   f"The feature cache entry {cache.folder} is complete for rank 0 but not readable here: "
+                   "under torchrun --feature-cache must be on a filesystem every rank sees.")
+        else:
+            cached = None
     if cached is None:
         cached = _extract(cache, kind, items, backbone, batch_size=int(batch_size),
                           num_workers=_default_workers() if num_workers is None else int(num_workers),
@@ -179,19 +221,26 @@ def _extract(cache: FeatureCache, kind: str, items, backbone: Backbone, *, batch
     if device is not None:
         backbone = backbone.to(check_device(device))
     device = backbone.device
-    start, skipped = cache.open(n, backbone.feature_dim)
+    distributed = D.is_distributed()
+    first, stop = _rank_rows(n, batch_size)
+    if distributed:  # rank 0 creates (or keeps, to resume in) the file every rank writes into
+        if D.is_main_process():
+            cache.prepare(n, backbone.feature_dim)
+        D.barrier()
+    start, skipped = cache.open(n, backbone.feature_dim, rows=(first, stop) if distributed else None)
     dataset_cls = _FileImages if kind == "files" else _ArrayImages
-    loader = DataLoader(dataset_cls(items, backbone.preprocessing, start), batch_size=batch_size,
+    loader = DataLoader(dataset_cls(items, backbone.preprocessing, start, stop), batch_size=batch_size,
                         shuffle=False, num_workers=num_workers, collate_fn=_collate,
                         worker_init_fn=_worker_init, pin_memory=device.type == "cuda")
     h, w = backbone.input_size
     said_small = False
     done = start
+    unreadable = None  # under torchrun: this rank's unreadable-image error, raised on every rank below
     t0 = time.perf_counter()
     try:
-        with progress(total=n, desc=f"Extracting {backbone.name} features", unit="img",
+        with progress(total=stop - first, desc=f"Extracting {backbone.name} features", unit="img",
                       enabled=progress_bar) as bar:
-            bar.update(start)
+            bar.update(start - first)
             for pixels, sizes, errors in loader:
                 for j, (size, error) in enumerate(zip(sizes, errors, strict=True)):
                     name = str(items[done + j]) if kind == "files" else f"image {done + j}"
@@ -215,15 +264,36 @@ def _extract(cache: FeatureCache, kind: str, items, backbone: Backbone, *, batch
                 done += len(feats)
                 cache.checkpoint(done, skipped)
                 bar.update(len(feats))
-    except _Unreadable:
-        cache.discard()  # the fix (editing or deleting the file) changes the key: this entry is dead
-        raise
+    except _Unreadable as exc:
+        if not distributed:
+            cache.discard()  # the fix (editing or deleting the file) changes the key: this entry is dead
+            raise
+        unreadable = str(exc)
     except BaseException:
         cache.close()  # interrupted: the rows saved so far stay, and the next call resumes after them
         raise
     cache.meta.update(seconds=round(time.perf_counter() - t0, 3), batch_size=batch_size, device=str(device))
+    if distributed:
+        cache.close()
+        reports = D.all_gather_objects((unreadable, skipped))  # every rank is done writing its rows
+        if any(error for error, _ in reports):
+            if D.is_main_process():
+                cache.discard()
+            _raise_first([error for error, _ in reports], _Unreadable)
+        skipped = sorted((s for _, part in reports for s in part), key=lambda s: s["index"])
+        cache.meta.update(processes=D.world_size())
     if skipped and len(skipped) == n:
-        cache.discard()
+        if D.is_main_process():
+            cache.discard()
         raise ValueError(f"None of the {n} images could be read (first: {skipped[0]['path']}: "
                          f"{skipped[0]['error']}).")
-    return cache.finish(skipped)
+    if not distributed:
+        return cache.finish(skipped)
+    if D.is_main_process():
+        cache.finish(skipped)
+    D.barrier()  # published: every rank maps the whole entry
+    loaded = cache.load()
+    _agree(None if loaded is not None else
+           f"The finished feature cache entry {cache.folder} is not readable here: under torchrun "
+           "--feature-cache must be on a filesystem every rank sees.")
+    return loaded

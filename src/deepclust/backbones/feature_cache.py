@@ -6,6 +6,11 @@ rows it counts are on disk), and once complete ``features.npy`` and ``meta.json`
 complete only when ``meta.json`` says so and ``features.npy`` has the promised shape, so a killed run is
 never mistaken for a finished one; the next run with the same key resumes at the last saved row.
 
+Under torchrun the ranks write disjoint row ranges of the one ``features.partial.npy`` (rank 0 creates
+it), each recording its own progress in ``progress.<first>-<stop>.json``; rank 0 publishes the entry
+once every rank is done (``extract.py``). Creating a new partial file deletes every progress record, so
+no record can vouch for rows of an older file.
+
 The key is a SHA-256 of the images' fingerprint (each file's resolved path, size and modification time,
 or an in-memory array's bytes), the backbone name, its weights' fingerprint and its preprocessing, so
 another backbone, other weights or another resize never reuse an entry.
@@ -70,6 +75,18 @@ def _data_offset(path: Path) -> int:
         return f.tell()
 
 
+def _npy_shape(path: Path) -> tuple[int, ...] | None:
+    """The shape in an .npy file's header, or None when there is no readable one."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            fmt = np.lib.format
+            shape, _, _ = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
+            return tuple(shape)
+    except (OSError, ValueError):
+        return None
+
+
 def _create_npy(path: Path, shape: tuple[int, int]) -> None:
     """An .npy file of ``shape`` float32 zeros without touching its pages (sparse where the disk allows)."""
     header = {"descr": np.lib.format.dtype_to_descr(_DTYPE), "fortran_order": False, "shape": shape}
@@ -92,6 +109,7 @@ class FeatureCache:
         self._fd: int | None = None
         self._offset = 0
         self._row_bytes = 0
+        self._rows: tuple[int, int] | None = None  # the rows this process writes (all, in one process)
 
     # -- reading ---------------------------------------------------------------------------------
     def load(self) -> tuple[np.ndarray, dict] | None:
@@ -108,22 +126,40 @@ class FeatureCache:
         return features, meta
 
     # -- writing ---------------------------------------------------------------------------------
-    def open(self, n: int, dim: int) -> tuple[int, list[dict]]:
-        """Start (or resume) writing ``n`` rows of ``dim`` floats; return (rows done, skipped so far)."""
+    def prepare(self, n: int, dim: int) -> None:
+        """Under torchrun, on rank 0 before the ranks :meth:`open` their rows: keep a partial file of
+        ``n`` x ``dim`` rows (the ranks resume in it), else create one."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        done, skipped = 0, []
+        if _npy_shape(self.partial_path) != (n, dim):
+            self._forget_progress()
+            _create_npy(self.partial_path, (n, dim))
+
+    def open(self, n: int, dim: int, rows: tuple[int, int] | None = None) -> tuple[int, list[dict]]:
+        """Start (or resume) writing ``n`` rows of ``dim`` floats; return (next row to write, skipped so
+        far). ``rows`` = (first, stop): this rank's range under torchrun, in the file rank 0 prepared."""
+        first, stop = (0, n) if rows is None else (int(rows[0]), int(rows[1]))
+        self._rows = (first, stop)
+        self.meta.update(n=n, feature_dim=dim)
+        if rows is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        elif not self.partial_path.is_file():
+            raise FileNotFoundError(f"{self.partial_path}, which rank 0 created, is not visible here: under "
+                                    "torchrun the feature cache (--feature-cache) must be on a filesystem "
+                                    "every rank sees.")
+        done, skipped = first, []
         try:
-            progress = json.loads(self.progress_path.read_text(encoding="utf-8"))
-            if progress.get("n") == n and progress.get("feature_dim") == dim and self.partial_path.is_file():
+            progress = json.loads(self._progress_file().read_text(encoding="utf-8"))
+            if (progress.get("n") == n and progress.get("feature_dim") == dim and self.partial_path.is_file()
+                    and progress.get("rows", [0, n]) == [first, stop]):
                 done, skipped = int(progress["done"]), list(progress["skipped"])
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             pass
-        if done == 0:
+        if rows is None and done == 0:
+            self._forget_progress()
             _create_npy(self.partial_path, (n, dim))
         self._offset = _data_offset(self.partial_path)
         self._row_bytes = dim * _DTYPE.itemsize
         self._fd = os.open(self.partial_path, os.O_RDWR)
-        self.meta.update(n=n, feature_dim=dim)
         return done, skipped
 
     def write_rows(self, start: int, rows: np.ndarray) -> None:
@@ -140,8 +176,20 @@ class FeatureCache:
             os.fsync(self._fd)
         except OSError as exc:
             raise write_error(self.partial_path, exc, option="--feature-cache") from exc
-        write_json(self.progress_path, {"n": self.meta["n"], "feature_dim": self.meta["feature_dim"],
-                                        "done": done, "skipped": skipped})
+        write_json(self._progress_file(), {"n": self.meta["n"], "feature_dim": self.meta["feature_dim"],
+                                           "rows": list(self._rows), "done": done, "skipped": skipped})
+
+    def _progress_file(self) -> Path:
+        """``progress.json`` when this process writes every row, else the record of its own range."""
+        first, stop = self._rows
+        if (first, stop) == (0, self.meta["n"]):
+            return self.progress_path
+        return self.folder / f"progress.{first}-{stop}.json"
+
+    def _forget_progress(self) -> None:
+        for path in self.folder.glob("progress*.json"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def finish(self, skipped: list[dict]) -> tuple[np.ndarray, dict]:
         """Drop the skipped rows (streamed, chunk by chunk), publish ``features.npy``, then ``meta.json``."""
@@ -168,8 +216,7 @@ class FeatureCache:
             os.replace(self.partial_path, self.features_path)
         self.meta.update(complete=True, n_kept=n - len(skipped), skipped=skipped, finished=time.time())
         write_json(self.meta_path, self.meta)
-        with contextlib.suppress(FileNotFoundError):
-            self.progress_path.unlink()
+        self._forget_progress()
         loaded = self.load()
         assert loaded is not None, "the entry just written must load"
         return loaded

@@ -16,6 +16,17 @@ result (``labels_``, ``cluster_centers_`` in the final PCA space, ``embedding_``
 classes, say), which on small data sets keeps the pseudo-labels from locking into a poor
 partition; the final clustering still has ``n_clusters`` groups.
 
+**Across ranks** (``torchrun --nproc_per_node N``; every rank calls ``fit`` with all of ``X``): each rank
+computes the features of its contiguous shard of the rows; the PCA is fitted from the mean and
+covariance of all ranks' rows and our k-means fits the ranks' shards together (only sums, counts and
+centres cross); the PCA features (n, pca dim) and the pseudo-labels are gathered in order, so every
+rank holds the same ones and repairs empty clusters alike. The network and top layer train under
+``DistributedDataParallel`` with the global batch of one process: every rank draws the same sample
+order and each takes a contiguous share of every batch, its loss weighted by its share
+(``deep.training.batch_share`` / ``backward_share``); crops are drawn for the whole batch and sliced,
+and batch norm and dropout see the whole batch (``deep.global_batch``): the training is one process's
+up to float rounding.
+
 Reference: Caron, Bojanowski, Joulin & Douze, "Deep clustering for unsupervised learning of visual
 features", ECCV 2018. Written from the paper and our notes on it; no code is taken from the authors'.
 """
@@ -31,6 +42,7 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from torch import nn
 
+from ... import distributed as D
 from ..._validation import check_n_clusters, check_positive_int, resolve_device
 from ...cluster import KMeans
 from ...metrics import clustering_accuracy, normalized_mutual_info
@@ -39,8 +51,9 @@ from ...progress import progress
 from ...recipes import SMALL_GREY, PerCluster, Recipe
 from ...traits import IMAGES, MethodTraits
 from ..base import as_image_tensor
+from ..global_batch import use_global_batch
 from ..loop import EpochLoop
-from ..training import make_optimizer
+from ..training import backward_share, batch_share, make_optimizer, reduce_totals
 from .crop_flip import AUGMENTATIONS, augment_batch
 from .empty_clusters import repair_empty_clusters
 from .pca_whitening import PCAWhitening
@@ -131,6 +144,7 @@ class DeepCluster(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
     trains_network = True
     saves_model = True
     option_groups = ("convnet",)
+    fits_across_processes = True  # under torchrun: features, PCA and k-means across ranks, DDP training
     # training on twice the classes, then the final clustering with k (RESULTS.md, "DeepCluster on
     # MNIST-test: over-clustering while training meets the target"); the paper trains on k itself
     recipes = {SMALL_GREY: Recipe({"train_clusters": PerCluster(2)},
@@ -182,6 +196,9 @@ class DeepCluster(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
         torch.manual_seed(seed)  # network initialisation and dropout
         self._generator = torch.Generator().manual_seed(seed)  # sampling, augmentation, top layers, k-means
         net = build_convnet(self.arch, X.shape[1:], self.input).to(self._device)
+        # under torchrun: batch norm and dropout of the global batch, not of this rank's share
+        self._batch = use_global_batch(net) if D.is_distributed() else None
+        rows = X[D.shard_slice(n)]  # this rank's rows for the features (all of them in one process)
         net_optimizer = make_optimizer(net.parameters(), self.optimizer, self._lr(self.optimizer, self.lr),
                                        momentum=self.momentum, weight_decay=self.weight_decay)
         # Epochs 0..epochs: each clusters the features; all but the last then train on the pseudo-labels.
@@ -202,10 +219,9 @@ class DeepCluster(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
             tick = time.perf_counter()
             final = epoch == self.epochs
             kk = k if final else k_train
-            features = self._features(net, X)
-            pca = PCAWhitening(self.pca_dim).fit(features)
-            Z = pca.transform(features)
-            labels, centers, repaired = self._cluster(Z, kk)
+            features = self._features(net, rows)
+            pca = PCAWhitening(self.pca_dim).fit(features, distributed=True)
+            Z, labels, centers, repaired = self._cluster(pca.transform(features), kk)
             row = {"epoch": epoch, "k": kk, "clustering_loss": _kmeans_objective(Z, labels, centers),
                    "cross_entropy": None,
                    "nmi_prev": (normalized_mutual_info(previous, labels)
@@ -240,13 +256,31 @@ class DeepCluster(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
     def _features(self, net: ConvNet, X: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         """Features of ``X`` in order, (n, feature_dim), float32 on the CPU (eval mode: BN running stats)."""
         net.eval()
+        if X.shape[0] == 0:  # a rank with no rows (fewer rows than ranks)
+            return torch.zeros(0, net.feature_dim)
         return torch.cat([net(X[s:s + batch_size].to(self._device)).float().cpu()
                           for s in range(0, X.shape[0], batch_size)])
 
-    def _cluster(self, Z: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray, int]:
+    def _cluster(self, Z: torch.Tensor, k: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray, int]:
+        """k-means on the PCA features ``Z`` (this rank's rows under torchrun), then empty-cluster repair;
+        returns the features of all rows, the labels, the centres and the number of repairs.
+
+        Under torchrun our k-means fits the ranks' shards together and the labels and features are
+        gathered in row order; the other back ends fit all rows on rank 0, which sends its result.
+        Every rank then repairs alike (same rows, same generator state).
+        """
         km = KMeans(k, n_init=self.n_init, backend=self.backend, device=str(self._device),
-                    random_state=self._seed()).fit(Z.numpy())
-        return repair_empty_clusters(Z, km.labels_, km.cluster_centers_, self._generator)
+                    random_state=self._seed())
+        if self.backend == "torch" or not D.is_distributed():
+            km.fit(Z.numpy())  # across ranks under torchrun
+            labels, centers = D.concat_shards(km.labels_), km.cluster_centers_
+            Z = torch.from_numpy(D.concat_shards(Z.numpy()))
+        else:
+            Z = torch.from_numpy(D.concat_shards(Z.numpy()))
+            found = (km.fit(Z.numpy(), distributed=False).labels_, km.cluster_centers_) \
+                if D.is_main_process() else None
+            labels, centers = D.broadcast_object(found)
+        return Z, *repair_empty_clusters(Z, labels, centers, self._generator)
 
     def _train_epoch(self, net: ConvNet, optimizer, X: torch.Tensor, labels: np.ndarray, k: int,
                      augment: str, epoch: int) -> tuple[float, float]:
@@ -260,28 +294,36 @@ class DeepCluster(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
         top_optimizer = make_optimizer(top.parameters(), top_kind, top_lr, momentum=0.0 if top_kind == "sgd"
                                        else self.momentum, weight_decay=self.weight_decay)
         targets = torch.as_tensor(labels, dtype=torch.long)
-        order = uniform_label_sampler(labels, n_draw, self._generator)
+        order = uniform_label_sampler(labels, n_draw, self._generator)  # the same on every rank
         net.train()
+        model = D.data_parallel(nn.Sequential(net, top))  # under torchrun: gradients averaged over ranks
+        smallest = max(2, D.world_size())  # batch norm needs two samples (and every rank one)
         start, total, seen = time.perf_counter(), 0.0, 0
         batches = progress(range(0, n_draw, self.batch_size), desc=f"epoch {epoch + 1}/{self.epochs}",
                            unit="batch", enabled=self.verbose)
         for s in batches:
-            idx = order[s:s + self.batch_size]
-            if len(idx) < 2:  # batch norm needs two samples
+            batch = order[s:s + self.batch_size]
+            if len(batch) < smallest:
                 continue
-            x = augment_batch(X[idx], augment, self._generator, (self.crop_scale, 1.0)).to(self._device)
-            loss = F.cross_entropy(top(net(x)), targets[idx].to(self._device))
+            idx, share = batch_share(batch)  # this rank's rows of the global batch (all in one process)
+            if self._batch is not None:
+                self._batch.share = share
+            x = augment_batch(X[idx], augment, self._generator, (self.crop_scale, 1.0), share=share)
+            logits = model(x.to(self._device))
+            loss = F.cross_entropy(logits, targets[idx].to(self._device))
             optimizer.zero_grad(set_to_none=True)
             top_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            total += backward_share(loss, (logits,), share)
             optimizer.step()
             top_optimizer.step()
-            total += loss.item() * len(idx)
             seen += len(idx)
             speed = seen / (time.perf_counter() - start)
             batches.set_postfix(loss=f"{total / seen:.4f}", img_s=f"{speed:.0f}")
         batches.close()
-        return total / max(seen, 1), seen / max(time.perf_counter() - start, 1e-9)
+        seconds = max(time.perf_counter() - start, 1e-9)
+        _share_buffers(net)
+        total, seen = reduce_totals(total, seen)  # every rank logs the same loss
+        return total / max(seen, 1), seen / seconds
 
     # --------------------------------------------------------------------------- use after fit
     def architecture(self, input_shape: tuple[int, int, int], n_clusters: int | None = None) -> dict:
@@ -367,6 +409,15 @@ class DeepCluster(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
     def _check_fitted(self) -> None:
         if not hasattr(self, "network_"):
             raise RuntimeError("This DeepCluster instance is not fitted yet; call fit(X) first.")
+
+
+def _share_buffers(net: nn.Module) -> None:
+    """Rank 0's buffers (batch-norm running statistics) on every rank, so that the features of the next
+    clustering are the same on every rank whatever a layer did with its own."""
+    if D.is_distributed():
+        with torch.no_grad():
+            for buffer in net.buffers():
+                buffer.copy_(D.broadcast_tensor(buffer))
 
 
 def _kmeans_objective(Z: torch.Tensor, labels: np.ndarray, centers: np.ndarray) -> float:

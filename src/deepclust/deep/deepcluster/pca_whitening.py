@@ -3,12 +3,20 @@
 Fitted in float64 from the eigen-decomposition of the covariance, so the whitened output has
 identity covariance (up to ``eps``) and, after L2 normalisation, unit rows. The same as
 ``faiss.PCAMatrix(d_in, d_out, eigen_power=-0.5)`` followed by row normalisation.
+
+Across ranks (``fit(X_shard, distributed=True)`` under torchrun) the PCA is fitted from the mean and
+covariance of all ranks' rows: each rank adds up its own rows' sums and centred cross-products, and the
+sums of the ranks are added in rank order in float64, so every rank holds the same bits and the axes
+are one process's up to float64 rounding. Only O(d^2) numbers cross between ranks, whatever the number
+of rows, and nothing is sampled.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from ... import distributed as D
 
 
 class PCAWhitening:
@@ -41,14 +49,27 @@ class PCAWhitening:
         self.l2_normalize = l2_normalize
         self.eps = eps
 
-    def fit(self, X) -> PCAWhitening:
+    def fit(self, X, *, distributed: bool = False) -> PCAWhitening:
+        """Fit on the rows of ``X`` (n, d). ``distributed=True`` under torchrun (a collective: every rank
+        calls it): ``X`` is this rank's shard and the fit is on all ranks' rows (module docstring)."""
         X = _as_float64(X)
-        n, d = X.shape
+        d = X.shape[1]
+        if distributed and D.is_distributed():
+            stats = D.sum_in_rank_order(torch.cat([torch.tensor([float(X.shape[0])], dtype=torch.float64),
+                                                   X.sum(dim=0)]))
+            n = int(stats[0])
+            mean = stats[1:] / max(n, 1)
+            Xc = X - mean
+            cross = D.sum_in_rank_order(Xc.T @ Xc)  # (d, d): every rank's centred cross-products
+        else:
+            n = X.shape[0]
+            mean = X.mean(dim=0)
+            Xc = X - mean
+            cross = Xc.T @ Xc
         if n < 2:
             raise ValueError(f"PCA needs at least 2 samples; got {n}.")
-        self.mean_ = X.mean(dim=0)
-        Xc = X - self.mean_
-        cov = Xc.T @ Xc / (n - 1)  # (d, d)
+        self.mean_ = mean
+        cov = cross / (n - 1)  # (d, d)
         variance, axes = torch.linalg.eigh(cov)  # ascending
         order = torch.argsort(variance, descending=True)
         k = min(self.n_components, d, n - 1)
