@@ -14,6 +14,7 @@ class AEKMeans(DeepClusterer):
     method_name = "ae-kmeans"
     summary = "k-means on a pretrained autoencoder's embedding"
     pretrains_autoencoder = True
+    fine_tunes_autoencoder = False
     fits_across_processes = True  # under torchrun: DDP pretraining, k-means across ranks
 
     def _fit_clusters(self, X, init: Initialization, y=None) -> None:

@@ -107,6 +107,9 @@ class DeepClusterer(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator)
 
     input_kind = IMAGES
     trains_network = True
+    #: Whether the clustering stage trains the autoencoder further (DEC, IDEC, DCN); if not, the final
+    #: embedding is the pretrained one.
+    fine_tunes_autoencoder = True
     saves_model = True
     reuses_autoencoder = True
     option_groups = ("autoencoder",)
@@ -171,7 +174,9 @@ class DeepClusterer(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator)
         torch.manual_seed(cluster_seed)
         self._generator = torch.Generator().manual_seed(cluster_seed)
         self._fit_clusters(X, init, y)
-        self.embedding_ = self._embed_all(X).numpy()
+        # A stage that trained the network further changed the embedding; otherwise it is the one the
+        # stage started from (encoding N images again would cost a pass over the data and a copy).
+        self.embedding_ = (self._embed_all(X) if self.fine_tunes_autoencoder else init.embedding).numpy()
         self.n_features_in_ = int(np.prod(X.shape[1:]))
         self.fit_seconds_ = time.perf_counter() - start
         return self

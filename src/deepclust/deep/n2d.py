@@ -36,6 +36,7 @@ class N2D(DeepClusterer):
     method_name = "n2d"
     summary = "autoencoder, then UMAP, then a Gaussian mixture (McConville et al. 2020)"
     option_groups = ("autoencoder", "manifold")
+    fine_tunes_autoencoder = False  # UMAP and the mixture work on the pretrained embedding
     fits_across_processes = True  # DDP pretraining; the manifold stage on every rank (above)
     recipes = {
         SMALL_GREY: Recipe({}, "its defaults (dense autoencoder, Adam 1e-3, 50 epochs; UMAP 20 neighbours, "
