@@ -135,7 +135,6 @@ def lloyd(X: torch.Tensor, x_sq: torch.Tensor, centers: torch.Tensor, *, max_ite
         upper.sqrt_()
     sums, counts = cluster_sums(X, labels, k, chunk_size)  # this process's rows
     total_sums, total_counts = _totals(comm, sums, counts)  # all ranks' (the same tensors without comm)
-    rows = torch.arange(n, device=X.device)
     n_repaired, converged, n_iter = 0, False, 0
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - n_iter is reported after the loop
         empty = torch.nonzero(total_counts == 0).flatten()
@@ -152,7 +151,7 @@ def lloyd(X: torch.Tensor, x_sq: torch.Tensor, centers: torch.Tensor, *, max_ite
         shift = (new_centers - centers).norm(dim=1)  # (k,)
         centers = new_centers
         if lower is None:
-            suspects = rows
+            suspects = torch.arange(n, device=X.device)
         else:
             # Move the bounds by how far each centre moved; a point keeps its cluster when its upper
             # bound is below, for every other centre j, both the lower bound to j and half the gap
@@ -160,9 +159,7 @@ def lloyd(X: torch.Tensor, x_sq: torch.Tensor, centers: torch.Tensor, *, max_ite
             upper += shift[labels]
             lower -= shift
             half_gap = torch.cdist(centers.double(), centers.double()).to(X.dtype) / 2  # (k, k)
-            bound = torch.maximum(lower, half_gap[labels])  # (n, k)
-            bound[rows, labels] = float("inf")
-            suspects = torch.nonzero((upper.unsqueeze(1) > bound).any(dim=1)).flatten()
+            suspects = _suspects(upper, lower, labels, half_gap, chunk_size)
         changed = _reassign(X, x_sq, centers, suspects, labels, upper, lower, sums, counts, chunk_size)
         if comm is not None:
             changed = int(comm.sum(torch.tensor([changed], dtype=torch.int64)).item())
@@ -176,6 +173,21 @@ def lloyd(X: torch.Tensor, x_sq: torch.Tensor, centers: torch.Tensor, *, max_ite
         x_sq_total = comm.sum(x_sq_total)
     inertia = _inertia(x_sq_total, centers, total_sums, total_counts)
     return LloydResult(labels, centers, inertia, n_iter, converged, n_repaired)
+
+
+def _suspects(upper: torch.Tensor, lower: torch.Tensor, labels: torch.Tensor, half_gap: torch.Tensor,
+              chunk_size: int) -> torch.Tensor:
+    """Rows whose upper bound exceeds, for some other centre j, both the lower bound to j and half the
+    gap between their centre and j: the rows that may change cluster. Computed ``chunk_size`` rows at a
+    time, so the (rows, k) temporaries do not grow with n."""
+    found = []
+    for start in range(0, labels.shape[0], chunk_size):
+        lab = labels[start:start + chunk_size]
+        bound = torch.maximum(lower[start:start + chunk_size], half_gap[lab])  # (chunk, k)
+        bound[torch.arange(lab.shape[0], device=lab.device), lab] = float("inf")
+        hit = (upper[start:start + chunk_size].unsqueeze(1) > bound).any(dim=1)
+        found.append(torch.nonzero(hit).flatten() + start)
+    return torch.cat(found) if found else torch.zeros(0, dtype=torch.int64, device=labels.device)
 
 
 def _totals(comm, sums: torch.Tensor, counts: torch.Tensor):
