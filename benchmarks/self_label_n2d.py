@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from deepclust.data import load_dataset  # noqa: E402
-from deepclust.deep.base import as_image_tensor  # noqa: E402
+from deepclust.deep.base import as_image_tensor, stage_seed  # noqa: E402
 from deepclust.deep.n2d import N2D  # noqa: E402
 from deepclust.deep.self_label import SelfLabel  # noqa: E402
 from deepclust.metrics import clustering_accuracy, normalized_mutual_info  # noqa: E402
@@ -43,11 +43,13 @@ def main() -> None:
     parser.add_argument("seed", type=int)
     parser.add_argument("--data-dir")
     parser.add_argument("--split", default="all")
-    for name, kind, default in (("rounds", int, 2), ("epochs", int, 10), ("confidence", float, 0.99),
-                                ("min_fraction", float, 0.5), ("width", int, 16), ("batch_size", int, 128),
+    for name, kind, default in (("rounds", int, 2), ("epochs", int, 10), ("min_steps", int, 0),
+                                ("fraction", float, 0.5), ("n_neighbors", int, 20), ("width", int, 16),
+                                ("batch_size", int, 128),
                                 ("lr", float, 1e-3), ("shift", float, 0.1), ("degrees", float, 15.0),
                                 ("scale", float, 0.1)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default)
+    parser.add_argument("--no-features", action="store_true", help="select by probability alone")
     args = parser.parse_args()
     torch.set_num_threads(1)
     X, y = load(args)
@@ -57,14 +59,17 @@ def main() -> None:
         start = time.perf_counter()
         model = N2D(int(y.max()) + 1, random_state=args.seed, verbose=False).fit(X)
         seconds = time.perf_counter() - start
-        np.savez(cache, labels=model.labels_, posterior=model._stage.posterior_, seconds=seconds)
-        print(json.dumps({"dataset": args.dataset, "seed": args.seed, "n2d_acc": clustering_accuracy(y, model.labels_),
+        np.savez(cache, labels=model.labels_, posterior=model._stage.posterior_, seconds=seconds,
+                 manifold=model.manifold_, embedding=model.embedding_)
+        print(json.dumps({"dataset": args.dataset, "seed": args.seed,
+                          "n2d_acc": clustering_accuracy(y, model.labels_),
                           "n2d_nmi": normalized_mutual_info(y, model.labels_), "seconds": round(seconds, 1)}))
         return
     saved = np.load(cache)
-    params = {k: getattr(args, k) for k in ("rounds", "epochs", "confidence", "min_fraction", "width",
-                                            "batch_size", "lr", "shift", "degrees", "scale")}
-    sl = SelfLabel(**params, random_state=args.seed, verbose=False).fit(X, saved["posterior"])
+    params = {k: getattr(args, k) for k in ("rounds", "epochs", "min_steps", "fraction", "n_neighbors",
+                                            "width", "batch_size", "lr", "shift", "degrees", "scale")}
+    sl = SelfLabel(**params, random_state=stage_seed(args.seed, "self-label"),  # as N2D seeds it
+                   verbose=False).fit(X, saved["posterior"], None if args.no_features else saved["embedding"])
     sel = [round(s, 3) for s in sl.selected_]
     print(json.dumps({"dataset": args.dataset, "seed": args.seed, **params,
                       "n2d_acc": round(clustering_accuracy(y, saved["labels"]), 4),

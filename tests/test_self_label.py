@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY_DENSE_ARCH
 from deepclust.config import RunConfig
 from deepclust.deep.checkpoint import load_model, save_model
 from deepclust.deep.n2d import N2D
-from deepclust.deep.self_label import SelfLabel, augment_views, select_confident
+from deepclust.deep.self_label import SelfLabel, agreement_scores, augment_views, neighbours, select_confident
 from deepclust.recipes import SMALL_GREY, apply_recipe
-from conftest import TINY_DENSE_ARCH
 
 
 def _toy(n_per: int = 30, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
@@ -46,6 +46,12 @@ def _noisy_proba(labels: np.ndarray, wrong: float, seed: int = 0) -> np.ndarray:
     return proba / proba.sum(1, keepdims=True)
 
 
+def _embedding(labels: np.ndarray, seed: int = 0) -> torch.Tensor:
+    """A good embedding of the toy images: each class a tight blob (what the clustering was made in)."""
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(np.eye(3)[labels] * 4 + rng.normal(0, 0.5, (len(labels), 3))).float()
+
+
 SMALL = {"rounds": 2, "epochs": 12, "width": 8, "batch_size": 16, "lr": 3e-3, "verbose": False}
 
 
@@ -54,11 +60,18 @@ def toy():
     return _toy()
 
 
-def test_select_confident_keeps_sure_points_and_every_cluster():
-    proba = torch.tensor([[0.999, 0.001], [0.6, 0.4], [0.3, 0.7], [0.45, 0.55]])
-    assert select_confident(proba, 0.99, 0.0).tolist() == [True, False, False, False]
-    # cluster 1 has no point above 0.99: its most confident half (one of two) is kept
-    assert select_confident(proba, 0.99, 0.5).tolist() == [True, False, True, False]
+def test_selection_keeps_each_clusters_points_whose_neighbours_agree():
+    # two groups on a line; point 2 sits in the left group but carries the right group's label
+    features = torch.tensor([[0.0], [0.1], [0.2], [0.3], [5.0], [5.1], [5.2], [5.3]])
+    labels = torch.tensor([0, 0, 1, 0, 1, 1, 1, 1])
+    proba = torch.nn.functional.one_hot(labels, 2).float()
+    idx = neighbours(features, 3)
+    assert idx[0].tolist() == [1, 2, 3]
+    scores = agreement_scores(labels, idx, proba)
+    assert scores[2] < 0.01 and scores[4] > 0.99  # none of point 2's neighbours share its label
+    keep = select_confident(labels, scores, 0.5, 2)
+    assert not keep[2] and int(keep[:4].sum()) == 2 and int(keep[4:].sum()) == 3  # ceil(0.5 * 5)
+    assert select_confident(labels, scores, 0.0, 3).sum() == 2  # at least one per non-empty cluster
 
 
 def test_augment_views_are_seeded_and_keep_the_shape():
@@ -73,15 +86,15 @@ def test_self_label_corrects_doubtful_labels_and_is_deterministic(toy, one_torch
     X, y = toy
     proba = _noisy_proba(y, 0.2)
     start = (proba.argmax(1) == y).mean()
-    a = SelfLabel(**SMALL, random_state=3).fit(X, proba)
+    a = SelfLabel(**SMALL, random_state=3).fit(X, proba, _embedding(y))
     assert (a.labels_ == y).mean() > max(start, 0.95)  # the flipped points are put back
-    assert a.selected_[0] < 0.9 and len(a.history_) == 2 * SMALL["epochs"]
+    assert a.selected_[0] == pytest.approx(0.5, abs=0.02) and len(a.history_) == 2 * SMALL["epochs"]
     assert a.agreement_ == pytest.approx((a.labels_ == a.initial_labels_).mean())
-    b = SelfLabel(**SMALL, random_state=3).fit(X, proba)
+    b = SelfLabel(**SMALL, random_state=3).fit(X, proba, _embedding(y))
     assert np.array_equal(a.labels_, b.labels_) and np.array_equal(a.proba_, b.proba_)
 
 
-@pytest.mark.parametrize(("params", "match"), [({"rounds": 0}, "rounds"), ({"confidence": 1.5}, "confidence"),
+@pytest.mark.parametrize(("params", "match"), [({"rounds": 0}, "rounds"), ({"fraction": 1.5}, "fraction"),
                                                ({"lr": 0.0}, "lr")])
 def test_bad_parameters_name_themselves(toy, params, match):
     X, y = toy
@@ -89,6 +102,8 @@ def test_bad_parameters_name_themselves(toy, params, match):
         SelfLabel(**{**SMALL, **params}).fit(X, _noisy_proba(y, 0))
     with pytest.raises(ValueError, match="proba"):
         SelfLabel(**SMALL).fit(X, _noisy_proba(y, 0)[:5])
+    with pytest.raises(ValueError, match="features"):
+        SelfLabel(**SMALL).fit(X, _noisy_proba(y, 0), X[:5].flatten(1))
 
 
 def test_n2d_with_self_labelling_predicts_with_the_convnet_after_save_and_load(toy, tmp_path,

@@ -79,7 +79,7 @@ class N2D(DeepClusterer):
         """The last stage: a convnet learns the mixture's confident clusters from augmented views."""
         stage = SelfLabel(rounds=self.self_label_rounds, epochs=self.self_label_epochs, device=self.device,
                           random_state=stage_seed(self._base_seed(), "self-label"), verbose=self.verbose)
-        stage.fit(X, self._stage.posterior_)
+        stage.fit(X, self._stage.posterior_, init.embedding)
         for row in stage.history_:
             self.history_.append({"stage": "self-label", **row})
         self.self_label_network_ = stage.network_
