@@ -43,12 +43,14 @@ def main() -> None:
     parser.add_argument("seed", type=int)
     parser.add_argument("--data-dir")
     parser.add_argument("--split", default="all")
-    for name, kind, default in (("rounds", int, 2), ("epochs", int, 10), ("min_steps", int, 0),
+    for name, kind, default in (("rounds", int, 2), ("epochs", int, 10), ("min_steps", int, 300),
                                 ("fraction", float, 0.5), ("n_neighbors", int, 20), ("width", int, 16),
                                 ("batch_size", int, 128),
                                 ("lr", float, 1e-3), ("shift", float, 0.1), ("degrees", float, 15.0),
                                 ("scale", float, 0.1)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default)
+    parser.add_argument("--final-fraction", type=float)
+    parser.add_argument("--ema", type=float, default=0.99, help="0: predict with the last weights")
     parser.add_argument("--no-features", action="store_true", help="select by probability alone")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -67,7 +69,8 @@ def main() -> None:
         return
     saved = np.load(cache)
     params = {k: getattr(args, k) for k in ("rounds", "epochs", "min_steps", "fraction", "n_neighbors",
-                                            "width", "batch_size", "lr", "shift", "degrees", "scale")}
+                                            "width", "batch_size", "lr", "shift", "degrees", "scale",
+                                            "final_fraction", "ema")}
     sl = SelfLabel(**params, random_state=stage_seed(args.seed, "self-label"),  # as N2D seeds it
                    verbose=False).fit(X, saved["posterior"], None if args.no_features else saved["embedding"])
     sel = [round(s, 3) for s in sl.selected_]

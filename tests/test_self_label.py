@@ -52,7 +52,8 @@ def _embedding(labels: np.ndarray, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(np.eye(3)[labels] * 4 + rng.normal(0, 0.5, (len(labels), 3))).float()
 
 
-SMALL = {"rounds": 2, "epochs": 12, "width": 8, "batch_size": 16, "lr": 3e-3, "verbose": False}
+SMALL = {"rounds": 2, "epochs": 12, "min_steps": 0, "width": 8, "batch_size": 16, "lr": 3e-3,
+         "verbose": False}
 
 
 @pytest.fixture(scope="module")

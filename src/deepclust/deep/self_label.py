@@ -22,6 +22,7 @@ Everything random (the network's initial weights, batches, augmentations) is dra
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import time
@@ -129,11 +130,14 @@ class SelfLabel(BaseEstimator):
         classifier's own predictions on the clean images.
     epochs : int, default=10
         Passes over the selected points per round.
-    min_steps : int, default=0
-        At least this many batches per round (more epochs on a small set: the 1,797 digits give 8
-        batches an epoch).
+    min_steps : int, default=300
+        At least this many batches per round: more epochs on a small set (the 1,797 digits' selected
+        half gives 7 batches an epoch, and 10 epochs left the convnet far behind the mixture: ACC 0.75
+        against 0.82). MNIST-test and USPS pass it in 10 epochs.
     fraction : float, default=0.5
-        Share of each cluster's members selected (the most confident ones).
+        Share of each cluster's members selected (the most confident ones) in the first round.
+    final_fraction : float or None, default=None
+        The share in the last round, reached linearly from ``fraction`` (None: ``fraction`` throughout).
     n_neighbors : int, default=20
         Neighbours in ``features`` whose labels score a point's confidence.
     width : int, default=16
@@ -141,6 +145,9 @@ class SelfLabel(BaseEstimator):
     batch_size : int, default=128
     lr : float, default=1e-3
         Adam's learning rate (weight decay 1e-4).
+    ema : float or None, default=0.99
+        Predict with a moving average of the weights, updated by this decay after every batch (None or
+        0: the last weights).
     shift, degrees, scale : float, default=0.1, 15, 0.1
         The augmentation (see :func:`augment_views`).
     device : str, default="cpu"
@@ -159,7 +166,8 @@ class SelfLabel(BaseEstimator):
     history_ : list of dict, one row per epoch (round, epoch, loss, selected)
     """
 
-    def __init__(self, *, rounds: int = 2, epochs: int = 10, min_steps: int = 0, fraction: float = 0.5,
+    def __init__(self, *, rounds: int = 2, epochs: int = 10, min_steps: int = 300, fraction: float = 0.5,
+                 final_fraction: float | None = None, ema: float | None = 0.99,
                  n_neighbors: int = 20, width: int = 16, batch_size: int = 128, lr: float = 1e-3,
                  shift: float = 0.1, degrees: float = 15.0, scale: float = 0.1, device: str = "cpu",
                  random_state=None, verbose=None):
@@ -167,6 +175,8 @@ class SelfLabel(BaseEstimator):
         self.epochs = epochs
         self.min_steps = min_steps
         self.fraction = fraction
+        self.final_fraction = final_fraction
+        self.ema = ema
         self.n_neighbors = n_neighbors
         self.width = width
         self.batch_size = batch_size
@@ -202,6 +212,8 @@ class SelfLabel(BaseEstimator):
         k = proba.shape[1]
         net = ConvClassifier(X.shape[1], k, int(self.width), generator=gen).to(device)
         optimizer = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=1e-4)
+        # Predictions come from a moving average of the weights: the last batches' noise averaged out
+        average = copy.deepcopy(net).eval() if self.ema else net
         self.initial_labels_ = proba.argmax(1).numpy()
         self.history_, self.selected_ = [], []
         bar = progress(total=self.rounds, desc="self-label", unit="round", enabled=self.verbose)
@@ -209,7 +221,7 @@ class SelfLabel(BaseEstimator):
             labels = proba.argmax(1)
             scores = proba.max(1).values if neighbor_idx is None else agreement_scores(labels, neighbor_idx,
                                                                                         proba)
-            keep = select_confident(labels, scores, float(self.fraction), k)
+            keep = select_confident(labels, scores, self._fraction(round_), k)
             idx, targets = torch.nonzero(keep).flatten(), labels[keep]
             self.selected_.append(float(keep.float().mean()))
             counts = torch.bincount(targets, minlength=k).float()
@@ -229,6 +241,8 @@ class SelfLabel(BaseEstimator):
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
+                    if self.ema:
+                        _update_average(average, net, float(self.ema))
                     total += loss.item() * batch.numel()
                 row = {"round": round_, "epoch": epoch, "loss": total / max(idx.numel(), 1),
                        "selected": self.selected_[-1]}
@@ -236,26 +250,44 @@ class SelfLabel(BaseEstimator):
                 bar.set_postfix(epoch=epoch, loss=f"{row['loss']:.4f}", selected=f"{row['selected']:.2f}")
             bar.update(1)
             net.eval()
-            proba = classify(net, X, device=device)
+            proba = classify(average, X, device=device)
         bar.close()
-        self.network_ = net.eval()
+        self.network_ = average.eval()
         self.proba_ = proba.numpy()
         self.labels_ = self.proba_.argmax(1).astype(np.int64)
         self.agreement_ = float((self.labels_ == self.initial_labels_).mean())
         self.fit_seconds_ = time.perf_counter() - start
         return self
 
+    def _fraction(self, round_: int) -> float:
+        """The share of each cluster selected in round ``round_`` (1-based)."""
+        last = self.fraction if self.final_fraction is None else self.final_fraction
+        step = (round_ - 1) / (self.rounds - 1) if self.rounds > 1 else 1.0
+        return float(self.fraction + (last - self.fraction) * step)
+
     def _check_params(self) -> None:
         for name in ("rounds", "epochs", "width", "batch_size", "n_neighbors"):
             check_positive_int(getattr(self, name), name)
         check_positive_int(self.min_steps, "min_steps", minimum=0)
-        for name, low, high in (("fraction", 0.0, 1.0), ("shift", 0.0, 1.0),
-                                ("degrees", 0.0, 180.0), ("scale", 0.0, 0.9), ("lr", 0.0, math.inf)):
+        for name, low, high in (("fraction", 0.0, 1.0), ("final_fraction", 0.0, 1.0),
+                                ("ema", 0.0, 0.9999),
+                                ("shift", 0.0, 1.0), ("degrees", 0.0, 180.0), ("scale", 0.0, 0.9), ("lr", 0.0, math.inf)):
             value = getattr(self, name)
+            if name in ("final_fraction", "ema") and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value <= high:
                 raise ValueError(f"{name} must be a number in [{low:g}, {high:g}]; got {value!r}.")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0; got {self.lr!r}.")
+
+
+@torch.no_grad()
+def _update_average(average: nn.Module, net: nn.Module, decay: float) -> None:
+    """``average``'s weights move ``1 - decay`` of the way to ``net``'s; batch-norm statistics are copied."""
+    for a, p in zip(average.parameters(), net.parameters(), strict=True):
+        a.lerp_(p, 1.0 - decay)
+    for a, b in zip(average.buffers(), net.buffers(), strict=True):
+        a.copy_(b)
 
 
 @torch.no_grad()
