@@ -270,8 +270,8 @@ class SelfLabel(BaseEstimator):
             check_positive_int(getattr(self, name), name)
         check_positive_int(self.min_steps, "min_steps", minimum=0)
         for name, low, high in (("fraction", 0.0, 1.0), ("final_fraction", 0.0, 1.0),
-                                ("ema", 0.0, 0.9999),
-                                ("shift", 0.0, 1.0), ("degrees", 0.0, 180.0), ("scale", 0.0, 0.9), ("lr", 0.0, math.inf)):
+                                ("ema", 0.0, 0.9999), ("shift", 0.0, 1.0), ("degrees", 0.0, 180.0),
+                                ("scale", 0.0, 0.9), ("lr", 0.0, math.inf)):
             value = getattr(self, name)
             if name in ("final_fraction", "ema") and value is None:
                 continue
