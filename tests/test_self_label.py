@@ -138,3 +138,11 @@ def test_the_small_grey_recipe_sets_self_labelling_unless_the_user_did():
     assert "self_label_rounds" in record["options"]
     assert apply_recipe(RunConfig(method="n2d", self_label_rounds=0), N2D, (28, 28, 1), 10_000, 10)[0] \
         .self_label_rounds == 0
+
+
+def test_the_run_option_is_checked():
+    from deepclust.pipeline.validate import validate
+
+    assert validate(RunConfig(method="n2d", self_label_rounds=0)).self_label_rounds == 0
+    with pytest.raises(ValueError, match="--self-label-rounds"):
+        validate(RunConfig(method="n2d", self_label_rounds=-1))

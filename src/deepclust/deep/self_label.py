@@ -22,7 +22,6 @@ Everything random (the network's initial weights, batches, augmentations) is dra
 
 from __future__ import annotations
 
-import copy
 import math
 import numbers
 import time
@@ -145,9 +144,6 @@ class SelfLabel(BaseEstimator):
     batch_size : int, default=128
     lr : float, default=1e-3
         Adam's learning rate (weight decay 1e-4).
-    ema : float or None, default=0.99
-        Predict with a moving average of the weights, updated by this decay after every batch (None or
-        0: the last weights).
     shift, degrees, scale : float, default=0.1, 15, 0.1
         The augmentation (see :func:`augment_views`).
     device : str, default="cpu"
@@ -167,7 +163,7 @@ class SelfLabel(BaseEstimator):
     """
 
     def __init__(self, *, rounds: int = 2, epochs: int = 10, min_steps: int = 300, fraction: float = 0.5,
-                 final_fraction: float | None = None, ema: float | None = 0.99,
+                 final_fraction: float | None = None,
                  n_neighbors: int = 20, width: int = 16, batch_size: int = 128, lr: float = 1e-3,
                  shift: float = 0.1, degrees: float = 15.0, scale: float = 0.1, device: str = "cpu",
                  random_state=None, verbose=None):
@@ -176,7 +172,6 @@ class SelfLabel(BaseEstimator):
         self.min_steps = min_steps
         self.fraction = fraction
         self.final_fraction = final_fraction
-        self.ema = ema
         self.n_neighbors = n_neighbors
         self.width = width
         self.batch_size = batch_size
@@ -212,8 +207,7 @@ class SelfLabel(BaseEstimator):
         k = proba.shape[1]
         net = ConvClassifier(X.shape[1], k, int(self.width), generator=gen).to(device)
         optimizer = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=1e-4)
-        # Predictions come from a moving average of the weights: the last batches' noise averaged out
-        average = copy.deepcopy(net).eval() if self.ema else net
+
         self.initial_labels_ = proba.argmax(1).numpy()
         self.history_, self.selected_ = [], []
         bar = progress(total=self.rounds, desc="self-label", unit="round", enabled=self.verbose)
@@ -241,8 +235,6 @@ class SelfLabel(BaseEstimator):
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
-                    if self.ema:
-                        _update_average(average, net, float(self.ema))
                     total += loss.item() * batch.numel()
                 row = {"round": round_, "epoch": epoch, "loss": total / max(idx.numel(), 1),
                        "selected": self.selected_[-1]}
@@ -250,9 +242,9 @@ class SelfLabel(BaseEstimator):
                 bar.set_postfix(epoch=epoch, loss=f"{row['loss']:.4f}", selected=f"{row['selected']:.2f}")
             bar.update(1)
             net.eval()
-            proba = classify(average, X, device=device)
+            proba = classify(net, X, device=device)
         bar.close()
-        self.network_ = average.eval()
+        self.network_ = net.eval()
         self.proba_ = proba.numpy()
         self.labels_ = self.proba_.argmax(1).astype(np.int64)
         self.agreement_ = float((self.labels_ == self.initial_labels_).mean())
@@ -270,24 +262,15 @@ class SelfLabel(BaseEstimator):
             check_positive_int(getattr(self, name), name)
         check_positive_int(self.min_steps, "min_steps", minimum=0)
         for name, low, high in (("fraction", 0.0, 1.0), ("final_fraction", 0.0, 1.0),
-                                ("ema", 0.0, 0.9999), ("shift", 0.0, 1.0), ("degrees", 0.0, 180.0),
+                                ("shift", 0.0, 1.0), ("degrees", 0.0, 180.0),
                                 ("scale", 0.0, 0.9), ("lr", 0.0, math.inf)):
             value = getattr(self, name)
-            if name in ("final_fraction", "ema") and value is None:
+            if name == "final_fraction" and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value <= high:
                 raise ValueError(f"{name} must be a number in [{low:g}, {high:g}]; got {value!r}.")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0; got {self.lr!r}.")
-
-
-@torch.no_grad()
-def _update_average(average: nn.Module, net: nn.Module, decay: float) -> None:
-    """``average``'s weights move ``1 - decay`` of the way to ``net``'s; batch-norm statistics are copied."""
-    for a, p in zip(average.parameters(), net.parameters(), strict=True):
-        a.lerp_(p, 1.0 - decay)
-    for a, b in zip(average.buffers(), net.buffers(), strict=True):
-        a.copy_(b)
 
 
 @torch.no_grad()
