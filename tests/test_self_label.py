@@ -107,9 +107,10 @@ def test_bad_parameters_name_themselves(toy, params, match):
         SelfLabel(**SMALL).fit(X, _noisy_proba(y, 0), X[:5].flatten(1))
 
 
-def test_n2d_with_self_labelling_predicts_with_the_convnet_after_save_and_load(toy, tmp_path,
+def test_n2d_with_self_labelling_predicts_with_the_convnet_after_save_and_load(toy, tmp_path, monkeypatch,
                                                                               one_torch_thread):
     X, y = toy
+    monkeypatch.setattr(N2D, "_SELF_LABEL_MIN_STEPS", 0)  # 2 epochs of 1 batch, not 300 batches
     model = N2D(3, arch=TINY_DENSE_ARCH, pretrain_epochs=2, n_neighbors=10, gmm_n_init=1,
                 self_label_rounds=1, self_label_epochs=2, random_state=0, verbose=False).fit(X)
     assert model.self_label_network_ is not None and 0 <= model.self_label_agreement_ <= 1

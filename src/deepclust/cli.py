@@ -341,7 +341,8 @@ def _add_predict_parser(sub) -> None:
         description="Assign image files (or every image in the folders given) to the clusters of a finished "
                     "run, preparing them as the run did. Writes CSV: file, cluster, class (the cluster's "
                     "name from the run's class_mappings.json, if any) and confidence (DEC/IDEC: soft "
-                    "assignment; N2D: neighbour vote share; others: fuzzy c-means membership).")
+                    "assignment; N2D: neighbour vote share, or the self-labelling convnet's "
+                    "probability; others: fuzzy c-means membership).")
     predict.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'deepclust run'")
     predict.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders of images")
     predict.add_argument("--out", default=None, metavar="FILE.csv",
