@@ -1,10 +1,11 @@
 """Self-labelling on confident points with augmented views: a small convnet learns a clustering's labels.
 
 A clustering of images (N2D's mixture) is mostly right where it is confident. A classifier trained on
-those points alone, on strongly augmented views (shifts scaled to the image size, rotations, scale
-jitter), learns what the whole class looks like rather than where the points lie in one embedding, and
-its predictions on the clean images relabel the doubtful points. Rounds repeat this from the
-classifier's own confident predictions. The idea is SCAN's last step (Van Gansbeke et al., ECCV 2020)
+those points alone, on augmented views (shifts scaled to the image size, rotations, scale jitter),
+learns what the whole class looks like rather than where the points lie in one embedding, and its
+predictions on the clean images relabel the doubtful points. Each further round selects again from the
+classifier's own labels. Views much stronger than the defaults hurt (USPS: 0.975 -> 0.930), as do none
+(0.966). The idea is SCAN's last step (Van Gansbeke et al., ECCV 2020)
 with ConvDEC-DA's augmentation (Guo et al., ICONIP 2018), both written here from the papers' text.
 
 Selection: each cluster keeps its ``fraction`` of members whose ``n_neighbors`` nearest neighbours in
@@ -194,6 +195,7 @@ class SelfLabel(BaseEstimator):
         if proba.dim() != 2 or proba.shape[0] != X.shape[0]:
             raise ValueError(f"proba must be (n_samples, n_clusters) with n_samples = {X.shape[0]}; "
                              f"got shape {tuple(proba.shape)}.")
+        start = time.perf_counter()
         neighbor_idx = None
         if features is not None:
             features = torch.as_tensor(np.asarray(features), dtype=torch.float32)
@@ -201,7 +203,6 @@ class SelfLabel(BaseEstimator):
                 raise ValueError(f"features must be (n_samples, d) with n_samples = {X.shape[0]}; "
                                  f"got shape {tuple(features.shape)}.")
             neighbor_idx = neighbours(features, int(self.n_neighbors))
-        start = time.perf_counter()
         device = resolve_device(self.device)
         gen = torch.Generator().manual_seed(0 if self.random_state is None else int(self.random_state))
         k = proba.shape[1]
