@@ -1,5 +1,5 @@
 """Self-labelling (deep/self_label.py) and N2D's last stage that uses it: repeatable, corrects a clustering's
-doubtful labels on separable images, survives save and load, and is reached through its run option."""
+doubtful labels on separable images, survives save and load, and N2D's small-grey recipe turns it on."""
 
 from __future__ import annotations
 
@@ -133,16 +133,17 @@ def test_n2d_without_self_labelling_keeps_its_vote(toy, tmp_path, one_torch_thre
     assert loaded.self_label_network_ is None and np.array_equal(loaded.predict(X), model.labels_)
 
 
-def test_the_run_option_reaches_n2d_alone_and_no_recipe_turns_it_on():
-    """Off unless asked for: 3 seeds on MNIST-test were not steady (RESULTS.md)."""
+def test_the_small_grey_recipe_turns_it_on_from_5000_images_unless_the_user_says_otherwise():
     from deepclust.cluster.umap_gmm import UMAPGMM
     from deepclust.config import method_params
 
-    config, _ = apply_recipe(RunConfig(method="n2d"), N2D, (28, 28, 1), 10_000, 10)
-    assert config.self_label_rounds is None and N2D().self_label_rounds == 0
-    config, _ = apply_recipe(RunConfig(method="n2d", self_label_rounds=2), N2D, (28, 28, 1), 10_000, 10)
-    assert method_params(config, N2D.option_groups)["self_label_rounds"] == 2
+    config, record = apply_recipe(RunConfig(method="n2d"), N2D, (28, 28, 1), 10_000, 10)
+    assert config.self_label_rounds == 1 and record["options"] == {"self_label_rounds": 1}
+    assert method_params(config, N2D.option_groups)["self_label_rounds"] == 1
     assert "self_label_rounds" not in method_params(config, UMAPGMM.option_groups)
+    assert apply_recipe(RunConfig(method="n2d"), N2D, (8, 8), 1797, 10) == (RunConfig(method="n2d"), None)
+    config, _ = apply_recipe(RunConfig(method="n2d", self_label_rounds=0), N2D, (28, 28, 1), 10_000, 10)
+    assert config.self_label_rounds == 0 and N2D().self_label_rounds == 0
 
 
 def test_the_run_option_is_checked():

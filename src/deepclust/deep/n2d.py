@@ -45,12 +45,12 @@ class N2D(DeepClusterer):
     option_groups = ("autoencoder", "manifold", "self_labelling")
     fits_across_processes = True  # DDP pretraining; the manifold stage on every rank (above)
     recipes = {
-        # Self-labelling (--self-label-rounds 2) is not in it: 3 seeds lifted USPS from 0.962 to 0.972
-        # but MNIST-test fell from 0.950 to 0.934 (one seed 0.954 -> 0.892) and the digits stayed level
-        # (RESULTS.md, "Self-labelling on top of N2D").
-        SMALL_GREY: Recipe({}, "its defaults (dense autoencoder, Adam 1e-3, 50 epochs; UMAP 20 neighbours, "
-                           "10 mixture restarts), 3 seeds: MNIST-test 0.952, USPS 0.961; MNIST-70k 0.978 "
-                           "(1 seed, 100 epochs)"),
+        # One round of self-labelling from 5,000 images (RESULTS.md, "Self-labelling on top of N2D"): two
+        # rounds gave USPS more (0.972) but dropped one MNIST-test seed from 0.954 to 0.892, and on the
+        # 1,797 digits it stayed level (3 seeds, 0.875 -> 0.877), so the digits keep N2D alone.
+        SMALL_GREY: Recipe({"self_label_rounds": 1}, "N2D's defaults + 1 round of self-labelling, 3 seeds: "
+                           "MNIST-test 0.956 (N2D alone 0.950, every seed up), USPS 0.968 (0.962)",
+                           min_samples=5000),
         LARGE_GREY: Recipe(LARGE_GREY_AUTOENCODER, "COIL-20 at 64 x 64, 3 seeds: 0.830 ± 0.025",
                            resize_to=64),
     }
