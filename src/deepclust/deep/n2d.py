@@ -23,12 +23,15 @@ class N2D(DeepClusterer):
     default n_clusters, then a Gaussian mixture).
 
     New points are assigned by a distance-weighted vote of their ``n_vote`` nearest training points in
-    the autoencoder embedding; a training point's own label is returned for itself.
+    the autoencoder embedding; a training point's own label is returned for itself. With
+    ``self_label_rounds`` > 0 a last stage (:class:`~deepclust.deep.self_label.SelfLabel`) trains a small
+    convnet on each cluster's most trustworthy half, on shifted, rotated and scaled views; its predictions
+    become the clusters, of the training images and of new ones.
 
     Under torchrun the autoencoder trains across the ranks (DDP) and every rank then runs the
     single-threaded UMAP + mixture stage on the same gathered embedding: no rank waits minutes on another
     inside a collective (which the collective timeout would end), and on one machine every rank gets
-    rank 0's result, which is the one written.
+    rank 0's result, which is the one written. The self-labelling stage likewise runs whole on every rank.
 
     Parameters (besides :class:`~deepclust.deep.base.DeepClusterer`'s): ``n_neighbors`` (20),
     ``min_dist`` (0.0), ``manifold_dim`` (None: n_clusters), ``metric`` ("euclidean"), ``n_vote`` (10),
