@@ -49,7 +49,6 @@ def main() -> None:
                                 ("lr", float, 1e-3), ("shift", float, 0.1), ("degrees", float, 15.0),
                                 ("scale", float, 0.1)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default)
-    parser.add_argument("--final-fraction", type=float)
     parser.add_argument("--no-features", action="store_true", help="select by probability alone")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -68,8 +67,7 @@ def main() -> None:
         return
     saved = np.load(cache)
     params = {k: getattr(args, k) for k in ("rounds", "epochs", "min_steps", "fraction", "n_neighbors",
-                                            "width", "batch_size", "lr", "shift", "degrees", "scale",
-                                            "final_fraction")}
+                                            "width", "batch_size", "lr", "shift", "degrees", "scale")}
     sl = SelfLabel(**params, random_state=stage_seed(args.seed, "self-label"),  # as N2D seeds it
                    verbose=False).fit(X, saved["posterior"], None if args.no_features else saved["embedding"])
     sel = [round(s, 3) for s in sl.selected_]

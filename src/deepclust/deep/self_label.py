@@ -135,9 +135,7 @@ class SelfLabel(BaseEstimator):
         half gives 7 batches an epoch, and 10 epochs left the convnet far behind the mixture: ACC 0.75
         against 0.82). MNIST-test and USPS pass it in 10 epochs.
     fraction : float, default=0.5
-        Share of each cluster's members selected (the most confident ones) in the first round.
-    final_fraction : float or None, default=None
-        The share in the last round, reached linearly from ``fraction`` (None: ``fraction`` throughout).
+        Share of each cluster's members selected (the most confident ones) in every round.
     n_neighbors : int, default=20
         Neighbours in ``features`` whose labels score a point's confidence.
     width : int, default=16
@@ -164,7 +162,6 @@ class SelfLabel(BaseEstimator):
     """
 
     def __init__(self, *, rounds: int = 2, epochs: int = 10, min_steps: int = 300, fraction: float = 0.5,
-                 final_fraction: float | None = None,
                  n_neighbors: int = 20, width: int = 16, batch_size: int = 128, lr: float = 1e-3,
                  shift: float = 0.1, degrees: float = 15.0, scale: float = 0.1, device: str = "cpu",
                  random_state=None, verbose=None):
@@ -172,7 +169,6 @@ class SelfLabel(BaseEstimator):
         self.epochs = epochs
         self.min_steps = min_steps
         self.fraction = fraction
-        self.final_fraction = final_fraction
         self.n_neighbors = n_neighbors
         self.width = width
         self.batch_size = batch_size
@@ -216,7 +212,7 @@ class SelfLabel(BaseEstimator):
             labels = proba.argmax(1)
             scores = proba.max(1).values if neighbor_idx is None else agreement_scores(labels, neighbor_idx,
                                                                                         proba)
-            keep = select_confident(labels, scores, self._fraction(round_), k)
+            keep = select_confident(labels, scores, float(self.fraction), k)
             idx, targets = torch.nonzero(keep).flatten(), labels[keep]
             self.selected_.append(float(keep.float().mean()))
             counts = torch.bincount(targets, minlength=k).float()
@@ -252,22 +248,14 @@ class SelfLabel(BaseEstimator):
         self.fit_seconds_ = time.perf_counter() - start
         return self
 
-    def _fraction(self, round_: int) -> float:
-        """The share of each cluster selected in round ``round_`` (1-based)."""
-        last = self.fraction if self.final_fraction is None else self.final_fraction
-        step = (round_ - 1) / (self.rounds - 1) if self.rounds > 1 else 1.0
-        return float(self.fraction + (last - self.fraction) * step)
-
     def _check_params(self) -> None:
         for name in ("rounds", "epochs", "width", "batch_size", "n_neighbors"):
             check_positive_int(getattr(self, name), name)
         check_positive_int(self.min_steps, "min_steps", minimum=0)
-        for name, low, high in (("fraction", 0.0, 1.0), ("final_fraction", 0.0, 1.0),
+        for name, low, high in (("fraction", 0.0, 1.0),
                                 ("shift", 0.0, 1.0), ("degrees", 0.0, 180.0),
                                 ("scale", 0.0, 0.9), ("lr", 0.0, math.inf)):
             value = getattr(self, name)
-            if name == "final_fraction" and value is None:
-                continue
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value <= high:
                 raise ValueError(f"{name} must be a number in [{low:g}, {high:g}]; got {value!r}.")
         if not self.lr > 0:
