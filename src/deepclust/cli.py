@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="dimensions of the UMAP map (default: the number of clusters)")
     manifold.add_argument("--umap-metric", default="euclidean",
                           help="UMAP's metric, e.g. euclidean or cosine (default: euclidean)")
+    run.add_argument_group("self-labelling (n2d)").add_argument(
+        "--self-label-rounds", type=int, default=None, metavar="N",
+        help="rounds of training a small convnet on the confident clusters' augmented views, whose "
+             "predictions become the clusters (0: off; default: the method's recipe for the data, else off)")
     scan = run.add_argument_group("SCAN (--method scan, on --backbone features)")
     scan.add_argument("--scan-neighbors", type=int, default=20, metavar="N",
                       help="nearest neighbours each point should agree with (default: 20)")
@@ -271,7 +275,8 @@ def _run_config(args: argparse.Namespace):
         top_optimizer=args.top_optimizer, dc_lr=args.dc_lr, dc_lr_schedule=args.dc_lr_schedule,
         dc_augment=args.dc_augment, cluster_optimizer=args.cluster_optimizer, cluster_lr=args.cluster_lr,
         cluster_augment=args.cluster_augment, umap_neighbors=args.umap_neighbors, umap_dim=args.umap_dim,
-        umap_metric=args.umap_metric, scan_neighbors=args.scan_neighbors, scan_epochs=args.scan_epochs,
+        umap_metric=args.umap_metric, self_label_rounds=args.self_label_rounds,
+        scan_neighbors=args.scan_neighbors, scan_epochs=args.scan_epochs,
         self_label=args.self_label,
         from_run=args.from_run, visualize=args.visualize, metrics=args.metrics,
         progress=False if args.no_progress else None, deterministic=args.deterministic,
@@ -348,7 +353,8 @@ def _add_predict_parser(sub) -> None:
         description="Assign image files (or every image in the folders given) to the clusters of a finished "
                     "run, preparing them as the run did. Writes CSV: file, cluster, class (the cluster's "
                     "name from the run's class_mappings.json, if any) and confidence (DEC/IDEC: soft "
-                    "assignment; N2D: neighbour vote share; others: fuzzy c-means membership).")
+                    "assignment; N2D: neighbour vote share, or the self-labelling convnet's "
+                    "probability; others: fuzzy c-means membership).")
     predict.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'deepclust run'")
     predict.add_argument("images", nargs="+", metavar="IMAGES",
                          help="image files or folders of images, or one data cache ('deepclust cache')")

@@ -31,6 +31,7 @@ OPTION_GROUPS = {
     "clustering_stage": "the trained clustering stage of DEC, IDEC and DCN",
     "manifold": "the UMAP map that N2D and umap-gmm cluster in",
     "scan": "SCAN's neighbours, training epochs and self-labelling",
+    "self_labelling": "N2D's last stage: a convnet trained on the confident clusters' augmented views",
     "convnet": "the convnet DeepCluster trains on pseudo-labels: network, front end, epochs, optimisers",
 }
 
@@ -91,6 +92,8 @@ class RunConfig:
     umap_neighbors: int = _option(20, "manifold", param="n_neighbors")
     umap_dim: int | None = _option(None, "manifold", param="manifold_dim")  # None: n_clusters
     umap_metric: str = _option("euclidean", "manifold", param="metric")
+    # N2D's self-labelling rounds (0: off); None: the recipe's, else off
+    self_label_rounds: int | None = _option(None, "self_labelling")
     # SCAN on feature vectors
     scan_neighbors: int = _option(20, "scan", param="n_neighbors")
     scan_epochs: int = _option(50, "scan", param="epochs")

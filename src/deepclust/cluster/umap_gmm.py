@@ -44,7 +44,7 @@ class UMAPGMM(MethodTraits, ClusterMixin, BaseEstimator):
     Attributes
     ----------
     labels_, cluster_centers_ (mean input vector per cluster), manifold_ (n, manifold_dim),
-    n_features_in_.
+    posterior_ (n, n_clusters: the mixture's probabilities of the training points), n_features_in_.
     """
 
     method_name = "umap-gmm"
@@ -77,6 +77,7 @@ class UMAPGMM(MethodTraits, ClusterMixin, BaseEstimator):
         gmm = GaussianMixture(k, covariance_type="full", random_state=seed,
                               n_init=check_positive_int(self.gmm_n_init, "gmm_n_init"))
         self.labels_ = gmm.fit_predict(self.manifold_).astype(np.int64)
+        self.posterior_ = gmm.predict_proba(self.manifold_).astype(np.float32)
         self.cluster_centers_ = cluster_means(X, self.labels_, k)
         self._train = torch.as_tensor(X)
         self.n_features_in_ = int(X.shape[1])

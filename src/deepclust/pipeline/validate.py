@@ -36,6 +36,7 @@ _INTS = (
     ("pretrain_epochs", "--pretrain", 0, True), ("layerwise_epochs", "--layerwise", 0, False),
     ("batch_size", "--batch-size", 1, True), ("cluster_epochs", "--cluster", 0, False),
     ("umap_neighbors", "--umap-neighbors", 2, False), ("umap_dim", "--umap-dim", 1, True),
+    ("self_label_rounds", "--self-label-rounds", 0, True),
     ("scan_neighbors", "--scan-neighbors", 1, False), ("scan_epochs", "--scan-epochs", 1, False),
     ("dc_epochs", "--dc-epochs", 1, False), ("pca_dim", "--pca-dim", 1, False),
     ("train_clusters", "--train-clusters", 1, True), ("seed", "--seed", 0, False),

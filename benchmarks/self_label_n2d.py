@@ -1,0 +1,84 @@
+"""Self-labelling on top of N2D: does a convnet trained on N2D's confident points, on augmented views,
+relabel the rest better? (benchmarks/RESULTS.md, "Self-labelling on top of N2D")
+
+    # once per data set and seed: N2D alone, its labels and mixture probabilities cached
+    python benchmarks/self_label_n2d.py base mnist 0 --data-dir ../shared/data/mnist --split test
+    # then any number of self-labelling settings on that cache
+    python benchmarks/self_label_n2d.py sl mnist 0 --rounds 2 --epochs 10 --confidence 0.99
+
+One thread (``OMP_NUM_THREADS=1``): the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from deepclust.data import load_dataset  # noqa: E402
+from deepclust.deep.base import as_image_tensor, stage_seed  # noqa: E402
+from deepclust.deep.n2d import N2D  # noqa: E402
+from deepclust.deep.self_label import SelfLabel  # noqa: E402
+from deepclust.metrics import clustering_accuracy, normalized_mutual_info  # noqa: E402
+
+CACHE = Path(os.environ.get("SELF_LABEL_CACHE", "/tmp/self_label_n2d"))
+
+
+def load(args) -> tuple[torch.Tensor, np.ndarray]:
+    data = load_dataset(args.dataset, data_dir=args.data_dir, split=args.split, download=False)
+    return as_image_tensor(data.images), data.labels
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["base", "sl"])
+    parser.add_argument("dataset")
+    parser.add_argument("seed", type=int)
+    parser.add_argument("--data-dir")
+    parser.add_argument("--split", default="all")
+    for name, kind, default in (("rounds", int, 2), ("epochs", int, 10), ("min_steps", int, 300),
+                                ("fraction", float, 0.5), ("n_neighbors", int, 20), ("width", int, 16),
+                                ("batch_size", int, 128),
+                                ("lr", float, 1e-3), ("shift", float, 0.1), ("degrees", float, 15.0),
+                                ("scale", float, 0.1)):
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default)
+    parser.add_argument("--no-features", action="store_true", help="select by probability alone")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    X, y = load(args)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    cache = CACHE / f"{args.dataset}-{args.split}-{args.seed}.npz"
+    if args.mode == "base":
+        start = time.perf_counter()
+        model = N2D(int(y.max()) + 1, random_state=args.seed, verbose=False).fit(X)
+        seconds = time.perf_counter() - start
+        np.savez(cache, labels=model.labels_, posterior=model._stage.posterior_, seconds=seconds,
+                 manifold=model.manifold_, embedding=model.embedding_)
+        print(json.dumps({"dataset": args.dataset, "seed": args.seed,
+                          "n2d_acc": clustering_accuracy(y, model.labels_),
+                          "n2d_nmi": normalized_mutual_info(y, model.labels_), "seconds": round(seconds, 1)}))
+        return
+    saved = np.load(cache)
+    params = {k: getattr(args, k) for k in ("rounds", "epochs", "min_steps", "fraction", "n_neighbors",
+                                            "width", "batch_size", "lr", "shift", "degrees", "scale")}
+    sl = SelfLabel(**params, random_state=stage_seed(args.seed, "self-label"),  # as N2D seeds it
+                   verbose=False).fit(X, saved["posterior"], None if args.no_features else saved["embedding"])
+    sel = [round(s, 3) for s in sl.selected_]
+    print(json.dumps({"dataset": args.dataset, "seed": args.seed, **params,
+                      "n2d_acc": round(clustering_accuracy(y, saved["labels"]), 4),
+                      "sl_acc": round(clustering_accuracy(y, sl.labels_), 4),
+                      "sl_nmi": round(normalized_mutual_info(y, sl.labels_), 4),
+                      "agreement_hungarian": round(clustering_accuracy(saved["labels"], sl.labels_), 4),
+                      "selected": sel, "seconds": round(sl.fit_seconds_, 1),
+                      "n2d_seconds": round(float(saved["seconds"]), 1)}))
+
+
+if __name__ == "__main__":
+    main()
