@@ -152,3 +152,18 @@ def test_the_run_option_is_checked():
     assert validate(RunConfig(method="n2d", self_label_rounds=0)).self_label_rounds == 0
     with pytest.raises(ValueError, match="--self-label-rounds"):
         validate(RunConfig(method="n2d", self_label_rounds=-1))
+
+
+def test_images_read_from_a_data_cache_give_the_same_labels(toy, tmp_path, one_torch_thread):
+    """N2D hands the stage ImageRows when the run reads a data cache: the same batches, the same result."""
+    from deepclust.data.rows import ImageRows
+
+    X, y = toy
+    images = np.clip(np.rint(X.permute(0, 2, 3, 1).numpy() * 255), 0, 255).astype(np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    rows = ImageRows(np.load(tmp_path / "images.npy", mmap_mode="r"))
+    proba = _noisy_proba(y, 0.2)
+    params = {**SMALL, "rounds": 1, "epochs": 3}
+    a = SelfLabel(**params, random_state=1).fit(rows, proba, _embedding(y))
+    b = SelfLabel(**params, random_state=1).fit(rows[:], proba, _embedding(y))
+    assert np.array_equal(a.labels_, b.labels_)
