@@ -148,7 +148,7 @@ def test_rows_are_what_prepare_features_gives(tmp_path, options):
     np.testing.assert_allclose(rows.view(flat=True)[2:9].numpy(),
                                prepare_features(images, flatten=True, **options)[2:9], rtol=1e-5, atol=1e-5)
     assert rows.shape == (50, 1 if options.get("grayscale") else 3, 6, 5) and len(rows) == 50
-    whole = torch.cat(list(rows.batches(batch_size=7))).permute(0, 2, 3, 1).numpy()
+    whole = torch.cat([rows[s:s + 7] for s in range(0, len(rows), 7)]).permute(0, 2, 3, 1).numpy()
     np.testing.assert_allclose(whole, expected, rtol=1e-5, atol=1e-5)
 
 

@@ -46,6 +46,17 @@ def test_kmeans_under_torchrun_matches_one_process(tmp_path):
     assert proc.stdout.count("deepclust run:") == 1  # one summary, from rank 0
 
 
+def _one_process_run(*args: str) -> None:
+    """``deepclust run ARGS`` in this process with one thread, as each torchrun process runs
+    (OMP_NUM_THREADS=1), so the float sums are the same."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["run", *args]) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _clusters(run: Path) -> np.ndarray:
     return np.loadtxt(run / "assignments.csv", delimiter=",", skiprows=1, usecols=1, dtype=np.int64)
 
@@ -69,12 +80,7 @@ def test_idec_under_torchrun_matches_one_process_and_resumes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-6000:]
     (two,) = list((tmp_path / "two").iterdir())  # one run folder: rank 0 alone wrote
     assert proc.stdout.count("deepclust run:") == 1
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each torchrun process (OMP_NUM_THREADS=1): the same float sums
-    try:
-        assert main(["run", *args, "--out", str(tmp_path / "one")]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    _one_process_run(*args, "--out", str(tmp_path / "one"))
     (one,) = list((tmp_path / "one").iterdir())
     assert sorted(p.name for p in two.rglob("*")) == sorted(p.name for p in one.rglob("*"))
     assert adjusted_rand_index(_clusters(one), _clusters(two)) >= 0.99
@@ -123,12 +129,7 @@ def test_autoencoder_under_torchrun_reads_a_data_cache(tmp_path):
     proc = _torchrun_deepclust("-d", str(cache), *args, "--out", str(tmp_path / "two"))
     assert proc.returncode == 0, proc.stderr[-6000:]
     (two,) = list((tmp_path / "two").iterdir())
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(["run", "-d", "digits", *args, "--out", str(tmp_path / "one")]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    _one_process_run("-d", "digits", *args, "--out", str(tmp_path / "one"))
     (one,) = list((tmp_path / "one").iterdir())
     np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-4, equal_nan=True)
     assert adjusted_rand_index(_clusters(one), _clusters(two)) >= 0.9
@@ -145,12 +146,7 @@ def test_deepcluster_under_torchrun_writes_one_run_folder_and_resumes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-6000:]
     (two,) = list((tmp_path / "two").iterdir())
     assert proc.stdout.count("deepclust run:") == 1
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(["run", *args, "--out", str(tmp_path / "one")]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    _one_process_run(*args, "--out", str(tmp_path / "one"))
     (one,) = list((tmp_path / "one").iterdir())
     assert sorted(p.name for p in two.rglob("*")) == sorted(p.name for p in one.rglob("*"))
     for column in ("clustering_loss", "cross_entropy"):
@@ -203,13 +199,7 @@ def test_embed_and_a_backbone_run_under_torchrun(tmp_path):
                                "--out", str(tmp_path / "two"))
     assert proc.returncode == 0, proc.stderr[-6000:]
     assert json.loads((entry / "meta.json").read_text()) == meta  # read, not extracted again
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each torchrun process: the same convolution sums
-    try:
-        assert main(["run", *run, "--feature-cache", str(tmp_path / "one-cache"),
-                     "--out", str(tmp_path / "one")]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    _one_process_run(*run, "--feature-cache", str(tmp_path / "one-cache"), "--out", str(tmp_path / "one"))
     (two,), (one,) = list((tmp_path / "two").iterdir()), list((tmp_path / "one").iterdir())
     assert (two / "assignments.csv").read_text() == (one / "assignments.csv").read_text()
     (one_entry,) = list((tmp_path / "one-cache" / "tiny").iterdir())

@@ -14,7 +14,6 @@ stays in the OS page cache (shared, reclaimable, fast to read again), but not in
 from __future__ import annotations
 
 import mmap
-from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -90,8 +89,6 @@ class ImageRows:
     def dim(self) -> int:
         return self.ndim
 
-    dtype = np.float32
-
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
@@ -107,13 +104,6 @@ class ImageRows:
     def __repr__(self) -> str:
         return (f"ImageRows(n_samples={len(self)}, shape={self.shape}, normalize={self.normalize!r}, "
                 f"memory_mapped={self._map is not None})")
-
-    def batches(self, batch_size: int = 4096, start: int = 0,
-                stop: int | None = None) -> Iterator[torch.Tensor]:
-        """Rows ``start:stop`` in order, ``batch_size`` at a time."""
-        stop = len(self) if stop is None else stop
-        for s in range(start, stop, batch_size):
-            yield self[s:min(s + batch_size, stop)]
 
     def view(self, *, flat: bool) -> ImageRows:
         """The same rows as images (``flat=False``) or as vectors (``flat=True``), sharing statistics."""

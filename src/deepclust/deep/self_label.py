@@ -36,6 +36,7 @@ from torch import nn
 from .._validation import check_positive_int, resolve_device
 from ..data.rows import ImageRows
 from ..progress import progress
+from .training import affine_warp
 
 
 class ConvClassifier(nn.Module):
@@ -82,12 +83,7 @@ def augment_views(x: torch.Tensor, generator: torch.Generator, *, shift: float =
     angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
     zoom = 1 + (torch.rand(n, generator=generator) * 2 - 1) * scale
     offset = (torch.rand(n, 2, generator=generator) * 2 - 1) * shift * 2  # [-1, 1] grid units: side = 2
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # the grid samples the input: 1 / zoom
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
-    theta[:, :, 2] = offset
-    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
+    return affine_warp(x, angle, offset, zoom)
 
 
 def neighbours(features: torch.Tensor, n_neighbors: int, *, chunk: int = 1024) -> torch.Tensor:

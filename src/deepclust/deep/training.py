@@ -168,11 +168,20 @@ def random_affine(x: torch.Tensor, generator: torch.Generator, max_shift: float 
         angle, shift = angle[share.rows], shift[share.rows]
     if n == 0:
         return x
+    offset = torch.stack([shift[:, 0] * 2 / w, shift[:, 1] * 2 / h], dim=1)  # in [-1, 1] coordinates
+    return affine_warp(x, angle, offset)
+
+
+def affine_warp(x: torch.Tensor, angle: torch.Tensor, offset: torch.Tensor,
+                zoom: torch.Tensor | None = None) -> torch.Tensor:
+    """Images ``x`` (N, C, H, W) rotated by ``angle`` (N,) radians, scaled by ``zoom`` (N,) and shifted by
+    ``offset`` (N, 2) in affine_grid's [-1, 1] coordinates (x, y); zero padding, bilinear."""
     cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.zeros(n, 2, 3)
+    if zoom is not None:  # the grid samples the input: 1 / zoom
+        cos, sin = cos / zoom, sin / zoom
+    theta = torch.zeros(x.shape[0], 2, 3)
     theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
-    theta[:, 0, 2] = shift[:, 0] * 2 / w  # affine_grid works in [-1, 1] coordinates
-    theta[:, 1, 2] = shift[:, 1] * 2 / h
+    theta[:, :, 2] = offset
     grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
 
