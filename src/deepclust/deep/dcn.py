@@ -63,8 +63,9 @@ class DCN(DeepClusterer):
     then take a gradient step on the network with the centres fixed. After each epoch the centres are
     re-computed on the whole embedding, since the running means lag behind a network that keeps moving.
 
-    Under torchrun each rank trains on its share of every batch; the running means add the whole
-    batch's sums and counts over ranks, and the per-epoch re-centring uses the gathered embedding.
+    Under torchrun each rank trains on its share of every batch (batch norm and dropout of the whole
+    batch: ``deep.global_batch``); the running means add the whole batch's sums and counts over ranks,
+    and the per-epoch re-centring uses the gathered embedding.
 
     Parameters (besides :class:`~deepclust.deep.base.DeepClusterer`'s)
     ----------

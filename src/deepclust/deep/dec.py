@@ -96,7 +96,7 @@ class DEC(DeepClusterer):
 
     Under torchrun the targets are computed from the whole embedding (each rank encodes its shard, all
     gather), so every rank holds the same P and takes the same decisions; each trains on its share of
-    every batch.
+    every batch, with batch norm and dropout of the whole batch (``deep.global_batch``).
 
     Parameters (besides :class:`~deepclust.deep.base.DeepClusterer`'s)
     ----------
