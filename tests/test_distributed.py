@@ -167,7 +167,8 @@ def test_autoencoders_with_batch_norm_and_dropout_on_two_ranks_follow_one_proces
     after two epochs, in one process as in two). The training-mode loss does not see that bias.
 
     91 images in batches of 15: the ranks take 7 and 8 rows of each batch, and the last batch (1 row)
-    leaves rank 0 none, which still joins the collectives of the batch statistics.
+    leaves rank 0 none, which still joins the collectives of the batch statistics. The last configuration
+    is fitted for one clustering epoch, then resumed from rank 0's checkpoints.
     """
     X = _bar_images()
     base = dict(n_clusters=3, batch_size=15, lr=3e-3, n_init=3, random_state=0, verbose=False)
@@ -179,6 +180,7 @@ def test_autoencoders_with_batch_norm_and_dropout_on_two_ranks_follow_one_proces
         ["DEC", dict(base, arch=DROPOUT_ARCH, pretrain_epochs=2, clustering_epochs=2, update_interval=4,
                      tol=0.0)],
         ["DCN", dict(sgd, cluster_optimizer="sgd")],
+        ["IDEC", dict(sgd, update_interval=4, tol=0.0, checkpoint_dir="idec-bn", resume_after=1)],
     ]
     np.savez(tmp_path / "in.npz", X=X, configs=json.dumps(configs))
     out = tmp_path / "out"
@@ -189,7 +191,9 @@ def test_autoencoders_with_batch_norm_and_dropout_on_two_ranks_follow_one_proces
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each torchrun process (OMP_NUM_THREADS=1)
     try:
-        refs = [getattr(deep_methods, name)(**params).fit(X) for name, params in configs]
+        refs = [getattr(deep_methods, name)(**{k: v for k, v in params.items()
+                                               if k not in ("checkpoint_dir", "resume_after")}).fit(X)
+                for name, params in configs]
     finally:
         torch.set_num_threads(threads)
     for i, ((name, _), ref) in enumerate(zip(configs, refs, strict=True)):
@@ -198,6 +202,9 @@ def test_autoencoders_with_batch_norm_and_dropout_on_two_ranks_follow_one_proces
         assert adjusted_rand_index(ref.labels_, got[f"labels{i}"]) == pytest.approx(1.0), f"{i} {name}"
         # the fitted autoencoder has torch's own layers again: it saves, copies and predicts as any other
         assert not any("Global" in type(m).__name__ for m in ref.autoencoder_.modules())
+    # a fit resumed from rank 0's checkpoints (written by the global-batch layers) ends where one ends
+    assert sorted(p.name for p in (out / "idec-bn-rank0").iterdir()) == ["cluster.pt", "pretrain.pt"]
+    assert not (out / "idec-bn-rank1").exists()
 
 
 # A convnet without batch norm or dropout (alexnet-small, the default, has both).
