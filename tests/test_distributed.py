@@ -23,7 +23,8 @@ import deepclust
 from deepclust import KMeans
 from deepclust import deep as deep_methods
 from deepclust import distributed as D
-from deepclust.deep.training import Share, TrainSettings, backward_share, corrupt, reconstruction_loss
+from deepclust.deep.shares import Share, backward_share
+from deepclust.deep.training import TrainSettings, corrupt, reconstruction_loss
 from deepclust.metrics import adjusted_rand_index
 
 WORKER = Path(__file__).with_name("dist_worker.py")
@@ -132,6 +133,78 @@ def test_deep_methods_on_two_ranks_follow_one_process(tmp_path):
     assert sorted(p.name for p in (out / "ae-rank0").iterdir()) == ["pretrain.pt"]
     assert sorted(p.name for p in (out / "idec-rank0").iterdir()) == ["cluster.pt", "pretrain.pt"]
     assert not (out / "ae-rank1").exists() and not (out / "idec-rank1").exists()
+
+
+# A conv autoencoder with batch norm on both sides of the bottleneck, on images only: a batch norm on flat
+# features needs two rows in every batch, and the last of 91 rows in batches of 15 has one. A dense one
+# with dropout (mirrored: dropout in the decoder too).
+BN_CONV_ARCH = {"name": "tiny-conv-bn", "output_activation": "sigmoid",
+                "encoder": [{"type": "conv", "filters": 4, "kernel": 3}, {"type": "batchnorm"},
+                            {"type": "activation", "fn": "relu"}, {"type": "maxpool", "size": 2},
+                            {"type": "flatten"}, {"type": "dense", "units": 3}],
+                "decoder": [{"type": "dense", "units": 64, "activation": "relu"},
+                            {"type": "reshape", "shape": [4, 4, 4]}, {"type": "upsample", "size": 2},
+                            {"type": "conv", "filters": 4, "kernel": 3}, {"type": "batchnorm"},
+                            {"type": "activation", "fn": "relu"},
+                            {"type": "conv", "filters": 1, "kernel": 3}]}
+DROPOUT_ARCH = {"name": "tiny-dense-dropout", "decoder": "mirror", "output_activation": "sigmoid",
+                "encoder": [{"type": "flatten"}, {"type": "dense", "units": 32, "activation": "relu"},
+                            {"type": "dropout", "rate": 0.25}, {"type": "dense", "units": 3}]}
+
+
+@pytest.mark.slow
+def test_autoencoders_with_batch_norm_and_dropout_on_two_ranks_follow_one_process(tmp_path):
+    """Batch norm and dropout of the global batch (``deep.global_batch``) in autoencoder pretraining and
+    in the DEC / IDEC / DCN stages: two ranks give one process's loss curve (rtol 1e-4; the gaps seen
+    are below 4e-6) and clusters. With each rank's own batch statistics and dropout masks, three epochs
+    of pretraining end 2e-3 (batch norm) and 6e-3 (dropout) off, and the ranks' running statistics
+    differ.
+
+    The stages after a batch-norm network's pretraining start from its embedding in evaluation mode, so
+    that network is trained with SGD here: a conv bias right before a batch norm gets a gradient of float
+    rounding alone (the batch norm removes it), which Adam scales up to steps of ~lr/10, so its value,
+    and with it the eval-mode embedding (the running mean lags behind it), follows the rounding (~1 %
+    after two epochs, in one process as in two). The training-mode loss does not see that bias.
+
+    91 images in batches of 15: the ranks take 7 and 8 rows of each batch, and the last batch (1 row)
+    leaves rank 0 none, which still joins the collectives of the batch statistics. The last configuration
+    is fitted for one clustering epoch, then resumed from rank 0's checkpoints.
+    """
+    X = _bar_images()
+    base = dict(n_clusters=3, batch_size=15, lr=3e-3, n_init=3, random_state=0, verbose=False)
+    sgd = dict(base, arch=BN_CONV_ARCH, optimizer="sgd", lr=0.1, pretrain_epochs=2, clustering_epochs=2)
+    configs = [
+        ["AEKMeans", dict(base, arch=BN_CONV_ARCH, pretrain_epochs=3, noise=0.05)],
+        ["AEKMeans", dict(base, arch=DROPOUT_ARCH, pretrain_epochs=3)],
+        ["IDEC", dict(sgd, update_interval=4, tol=0.0, cluster_augment=True)],
+        ["DEC", dict(base, arch=DROPOUT_ARCH, pretrain_epochs=2, clustering_epochs=2, update_interval=4,
+                     tol=0.0)],
+        ["DCN", dict(sgd, cluster_optimizer="sgd")],
+        ["IDEC", dict(sgd, update_interval=4, tol=0.0, checkpoint_dir="idec-bn", resume_after=1)],
+    ]
+    np.savez(tmp_path / "in.npz", X=X, configs=json.dumps(configs))
+    out = tmp_path / "out"
+    out.mkdir()
+    proc, _ = _torchrun("deep", tmp_path / "in.npz", out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = np.load(out / "deep.npz")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun process (OMP_NUM_THREADS=1)
+    try:
+        refs = [getattr(deep_methods, name)(**{k: v for k, v in params.items()
+                                               if k not in ("checkpoint_dir", "resume_after")}).fit(X)
+                for name, params in configs]
+    finally:
+        torch.set_num_threads(threads)
+    for i, ((name, _), ref) in enumerate(zip(configs, refs, strict=True)):
+        losses = np.array([row.get("loss", np.nan) for row in ref.history_])
+        np.testing.assert_allclose(got[f"loss{i}"], losses, rtol=1e-4, equal_nan=True, err_msg=f"{i} {name}")
+        assert adjusted_rand_index(ref.labels_, got[f"labels{i}"]) == pytest.approx(1.0), f"{i} {name}"
+        # the fitted autoencoder has torch's own layers again: it saves, copies and predicts as any other
+        assert not any("Global" in type(m).__name__ for m in ref.autoencoder_.modules())
+    # a fit resumed from rank 0's checkpoints (written by the global-batch layers) ends where one ends
+    assert sorted(p.name for p in (out / "idec-bn-rank0").iterdir()) == ["cluster.pt", "pretrain.pt"]
+    assert not (out / "idec-bn-rank1").exists()
 
 
 # A convnet without batch norm or dropout (alexnet-small, the default, has both).
@@ -314,6 +387,31 @@ def test_global_dropout_draws_the_whole_batch_mask(monkeypatch):
         torch.manual_seed(0)
         assert torch.equal(net(x[start:stop]), whole[start:stop])
         assert torch.equal(torch.rand(1), after)
+
+
+def test_global_batch_layers_last_one_stage_and_leave_the_trained_layers(group_of_one, monkeypatch):
+    """Under torchrun the stage trains the global-batch layers; afterwards the module holds torch's own
+    layers again (the same objects), with what the stage learned: parameters and running statistics.
+    In one process nothing is swapped."""
+    from deepclust.deep.global_batch import GlobalBatchNorm, GlobalDropout, global_batch_layers
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3), torch.nn.Dropout(0.3))
+    layers = list(net)
+    x = torch.rand(6, 1, 5, 5)
+    with global_batch_layers(net) as batch:  # one process: the plain layers
+        assert list(net) == layers and batch.take(torch.arange(6))[1] == Share(0, 6, 6)
+    monkeypatch.setattr(D, "is_distributed", lambda: True)
+    with global_batch_layers(net) as batch:
+        assert [type(m) for m in net][1:] == [GlobalBatchNorm, GlobalDropout]
+        assert net[1].weight is layers[1].weight and net[1].running_mean is layers[1].running_mean
+        rows, _ = batch.take(torch.arange(6))
+        net(x[rows]).sum().backward()
+        net.eval()
+    assert all(a is b for a, b in zip(net, layers, strict=True))
+    assert not net[1].training and not net[2].training  # the mode set inside the stage is kept
+    assert int(net[1].num_batches_tracked) == 1 and net[1].running_mean.abs().sum() > 0
+    assert net[1].weight.grad is not None
 
 
 def test_global_batch_norm_on_a_group_of_one_is_batch_norm(group_of_one, monkeypatch):

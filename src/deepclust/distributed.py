@@ -14,7 +14,8 @@ Typical use (what ``deepclust run`` does under ``torchrun --nproc_per_node N``):
         main_process_only(write_npy)(path, labels)     # rank 0 alone writes
 
 Training wraps its network in :func:`data_parallel` (DistributedDataParallel) and gives each rank its
-share of every global batch (``deep/training.py``).
+share of every global batch (``deep/shares.py``), with batch norm and dropout of the whole batch
+(``deep/global_batch.py``).
 
 A rank that dies makes torchrun stop the others; a rank that stalls (or skips a collective) makes the
 others fail after ``DEEPCLUST_DIST_TIMEOUT`` seconds (default 300) instead of waiting forever.

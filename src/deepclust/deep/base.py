@@ -156,7 +156,8 @@ class DeepClusterer(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator)
         ``y`` is never used for training; when given, the history logs ACC/NMI against it.
 
         Under torchrun ``fit`` is collective: every rank passes all of ``X`` (read by index) and trains
-        on its share of every batch (``deep/training.py``); the fitted model is the same on every rank.
+        on its share of every batch (``deep/training.py``), with batch norm and dropout of the whole
+        batch (``deep/global_batch.py``); the fitted model is the same on every rank.
         """
         X = as_image_tensor(X)
         k = check_n_clusters(self.n_clusters, X.shape[0])

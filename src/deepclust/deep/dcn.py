@@ -18,16 +18,15 @@ from .base import (
     DeepClusterer,
     Initialization,
 )
+from .global_batch import global_batch_layers
+from .shares import backward_share, reduce_totals
 from .training import (
-    backward_share,
-    batch_share,
     check_augment,
     check_finite_loss,
     encode_all,
     minibatches,
     random_affine,
     reconstruction_loss,
-    reduce_totals,
 )
 
 
@@ -64,8 +63,9 @@ class DCN(DeepClusterer):
     then take a gradient step on the network with the centres fixed. After each epoch the centres are
     re-computed on the whole embedding, since the running means lag behind a network that keeps moving.
 
-    Under torchrun each rank trains on its share of every batch; the running means add the whole
-    batch's sums and counts over ranks, and the per-epoch re-centring uses the gathered embedding.
+    Under torchrun each rank trains on its share of every batch (batch norm and dropout of the whole
+    batch: ``deep.global_batch``); the running means add the whole batch's sums and counts over ranks,
+    and the per-epoch re-centring uses the gathered embedding.
 
     Parameters (besides :class:`~deepclust.deep.base.DeepClusterer`'s)
     ----------
@@ -128,50 +128,52 @@ class DCN(DeepClusterer):
             self.cluster_centers_ = centers.cpu().numpy()
         else:
             self._log({"stage": "cluster", "epoch": 0}, y, labels)
-        net = D.data_parallel(model)  # under torchrun: gradients averaged over ranks
-        for epoch in loop:
-            model.train()
-            total = rec_total = km_total = 0.0
-            for batch in minibatches(X.shape[0], settings.batch_size, self._generator):
-                idx, share = batch_share(batch)  # this rank's rows of the global batch
-                x = X[idx].to(self._device)
-                # With ``cluster_augment``: a shifted/rotated view in, the clean image as the target.
-                z, x_hat = net(random_affine(x, self._generator, share=share) if augment else x)
-                with torch.no_grad():
-                    assigned = torch.cdist(z, centers).argmin(dim=1)
-                    update_centers(centers, counts, z.detach(), assigned, across_ranks=True)
-                loss = None
-                if idx.numel():
-                    rec = reconstruction_loss(x_hat, x, self.loss)
-                    km = kmeans_loss(z, centers, assigned)
-                    loss = rec + 0.5 * self.lam * km
-                optimizer.zero_grad(set_to_none=True)
-                total += backward_share(loss, (z, x_hat), share)
-                optimizer.step()
-                if idx.numel():
-                    n = idx.numel()
-                    rec_total, km_total = rec_total + rec.item() * n, km_total + km.item() * n
-            total, rec_total, km_total = reduce_totals(total, rec_total, km_total)
-            # Re-centre on the whole embedding once per epoch: the network kept moving while the
-            # running means lagged behind (a k-means M-step, then the E-step for the labels).
-            Z = encode_all(model, X, device=self._device).to(self._device)
-            assigned = torch.cdist(Z, centers).argmin(dim=1)
-            sums = torch.zeros_like(centers).index_add_(0, assigned, Z)
-            sizes = torch.bincount(assigned, minlength=centers.shape[0]).to(Z.dtype)
-            nonempty = sizes > 0
-            centers[nonempty] = sums[nonempty] / sizes[nonempty].unsqueeze(1)
-            self.cluster_centers_ = centers.cpu().numpy()
-            new_labels = self._assign(Z.cpu())
-            delta = float(np.mean(new_labels != labels))
-            labels = new_labels
-            n = X.shape[0]
-            check_finite_loss(total / n, epoch + 1, "cluster_lr", settings.lr)
-            row = self._log({"stage": "cluster", "epoch": epoch + 1, "loss": total / n,
-                             "reconstruction": rec_total / n, "kmeans": km_total / n,
-                             "delta_label": delta}, y, labels)
-            loop.set_postfix(loss=f"{row['loss']:.4f}", changed=f"{delta:.4f}")
-            loop.save(epoch + 1, self.history_, centers=centers.cpu(), counts=counts.cpu(),
-                      labels=torch.as_tensor(labels))
+        # under torchrun: batch norm and dropout of the global batch, gradients averaged over ranks
+        with global_batch_layers(model) as batch:
+            net = D.data_parallel(model)
+            for epoch in loop:
+                model.train()
+                total = rec_total = km_total = 0.0
+                for rows in minibatches(X.shape[0], settings.batch_size, self._generator):
+                    idx, share = batch.take(rows)  # this rank's rows of the global batch
+                    x = X[idx].to(self._device)
+                    # With ``cluster_augment``: a shifted/rotated view in, the clean image as the target.
+                    z, x_hat = net(random_affine(x, self._generator, share=share) if augment else x)
+                    with torch.no_grad():
+                        assigned = torch.cdist(z, centers).argmin(dim=1)
+                        update_centers(centers, counts, z.detach(), assigned, across_ranks=True)
+                    loss = None
+                    if idx.numel():
+                        rec = reconstruction_loss(x_hat, x, self.loss)
+                        km = kmeans_loss(z, centers, assigned)
+                        loss = rec + 0.5 * self.lam * km
+                    optimizer.zero_grad(set_to_none=True)
+                    total += backward_share(loss, (z, x_hat), share)
+                    optimizer.step()
+                    if idx.numel():
+                        n = idx.numel()
+                        rec_total, km_total = rec_total + rec.item() * n, km_total + km.item() * n
+                total, rec_total, km_total = reduce_totals(total, rec_total, km_total)
+                # Re-centre on the whole embedding once per epoch: the network kept moving while the
+                # running means lagged behind (a k-means M-step, then the E-step for the labels).
+                Z = encode_all(model, X, device=self._device).to(self._device)
+                assigned = torch.cdist(Z, centers).argmin(dim=1)
+                sums = torch.zeros_like(centers).index_add_(0, assigned, Z)
+                sizes = torch.bincount(assigned, minlength=centers.shape[0]).to(Z.dtype)
+                nonempty = sizes > 0
+                centers[nonempty] = sums[nonempty] / sizes[nonempty].unsqueeze(1)
+                self.cluster_centers_ = centers.cpu().numpy()
+                new_labels = self._assign(Z.cpu())
+                delta = float(np.mean(new_labels != labels))
+                labels = new_labels
+                n = X.shape[0]
+                check_finite_loss(total / n, epoch + 1, "cluster_lr", settings.lr)
+                row = self._log({"stage": "cluster", "epoch": epoch + 1, "loss": total / n,
+                                 "reconstruction": rec_total / n, "kmeans": km_total / n,
+                                 "delta_label": delta}, y, labels)
+                loop.set_postfix(loss=f"{row['loss']:.4f}", changed=f"{delta:.4f}")
+                loop.save(epoch + 1, self.history_, centers=centers.cpu(), counts=counts.cpu(),
+                          labels=torch.as_tensor(labels))
         model.eval()
         self.cluster_centers_ = centers.cpu().numpy()
         self.labels_ = labels

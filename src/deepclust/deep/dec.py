@@ -23,16 +23,15 @@ from .base import (
     DeepClusterer,
     Initialization,
 )
+from .global_batch import global_batch_layers
+from .shares import backward_share, reduce_totals
 from .training import (
-    backward_share,
-    batch_share,
     check_augment,
     check_finite_loss,
     encode_all,
     minibatches,
     random_affine,
     reconstruction_loss,
-    reduce_totals,
 )
 
 
@@ -97,7 +96,7 @@ class DEC(DeepClusterer):
 
     Under torchrun the targets are computed from the whole embedding (each rank encodes its shard, all
     gather), so every rank holds the same P and takes the same decisions; each trains on its share of
-    every batch.
+    every batch, with batch norm and dropout of the whole batch (``deep.global_batch``).
 
     Parameters (besides :class:`~deepclust.deep.base.DeepClusterer`'s)
     ----------
@@ -171,39 +170,42 @@ class DEC(DeepClusterer):
                 loop.stop()
         else:
             self._log({"stage": "cluster", "iteration": 0, "delta_label": 1.0}, y, labels)
-        net = D.data_parallel(_Trained(model, head, self._trains_decoder),
-                              find_unused_parameters=not self._trains_decoder)
-        for epoch in loop:
-            model.train()
-            total, seen = 0.0, 0
-            for batch in minibatches(n, settings.batch_size, self._generator):
-                if iteration % self.update_interval == 0:
-                    p, labels, delta = self._refresh_targets(model, head, X, labels)
-                    if iteration > 0:
-                        loss_sum, count = reduce_totals(total, seen)  # every rank logs the same loss
-                        check_finite_loss(loss_sum / max(count, 1), epoch + 1, "cluster_lr", settings.lr)
-                        row = self._log({"stage": "cluster", "iteration": iteration, "epoch": epoch + 1,
-                                         "loss": loss_sum / max(count, 1), "delta_label": delta}, y, labels)
-                        loop.set_postfix(loss=f"{row['loss']:.4f}", changed=f"{delta:.4f}")
-                        if delta < self.tol:
-                            stop = True
-                            break
-                    model.train()
-                idx, share = batch_share(batch)  # this rank's rows of the global batch
-                x = X[idx].to(self._device)
-                # DEC-DA: with ``cluster_augment`` the network sees a shifted/rotated view; the target
-                # p and the reconstruction target stay those of the clean image.
-                z, x_hat, q = net(random_affine(x, self._generator, share=share) if augment else x)
-                loss = self._loss(q, p[idx].to(self._device), x, x_hat) if idx.numel() else None
-                optimizer.zero_grad(set_to_none=True)
-                total += backward_share(loss, (z, q) if x_hat is None else (z, x_hat, q), share)
-                optimizer.step()
-                seen += idx.numel()
-                iteration += 1
-            loop.save(epoch + 1, self.history_, iteration=iteration, stop=stop,
-                      labels=torch.as_tensor(labels), target=p)
-            if stop:
-                break
+        # under torchrun: batch norm and dropout of the global batch, gradients averaged over ranks
+        with global_batch_layers(model) as batch:
+            net = D.data_parallel(_Trained(model, head, self._trains_decoder),
+                                  find_unused_parameters=not self._trains_decoder)
+            for epoch in loop:
+                model.train()
+                total, seen = 0.0, 0
+                for rows in minibatches(n, settings.batch_size, self._generator):
+                    if iteration % self.update_interval == 0:
+                        p, labels, delta = self._refresh_targets(model, head, X, labels)
+                        if iteration > 0:
+                            loss_sum, count = reduce_totals(total, seen)  # every rank logs the same loss
+                            mean = loss_sum / max(count, 1)
+                            check_finite_loss(mean, epoch + 1, "cluster_lr", settings.lr)
+                            row = self._log({"stage": "cluster", "iteration": iteration, "epoch": epoch + 1,
+                                             "loss": mean, "delta_label": delta}, y, labels)
+                            loop.set_postfix(loss=f"{row['loss']:.4f}", changed=f"{delta:.4f}")
+                            if delta < self.tol:
+                                stop = True
+                                break
+                        model.train()
+                    idx, share = batch.take(rows)  # this rank's rows of the global batch
+                    x = X[idx].to(self._device)
+                    # DEC-DA: with ``cluster_augment`` the network sees a shifted/rotated view; the target
+                    # p and the reconstruction target stay those of the clean image.
+                    z, x_hat, q = net(random_affine(x, self._generator, share=share) if augment else x)
+                    loss = self._loss(q, p[idx].to(self._device), x, x_hat) if idx.numel() else None
+                    optimizer.zero_grad(set_to_none=True)
+                    total += backward_share(loss, (z, q) if x_hat is None else (z, x_hat, q), share)
+                    optimizer.step()
+                    seen += idx.numel()
+                    iteration += 1
+                loop.save(epoch + 1, self.history_, iteration=iteration, stop=stop,
+                          labels=torch.as_tensor(labels), target=p)
+                if stop:
+                    break
         model.eval()
         self.cluster_centers_ = head.centers.detach().cpu().numpy()
         self.labels_ = self._assign(encode_all(model, X, device=self._device))

@@ -1,6 +1,6 @@
 """Batch norm and dropout that see the global batch when DDP splits it among ranks.
 
-Under torchrun a rank holds only its share of every batch (``training.batch_share``). A plain
+Under torchrun a rank holds only its share of every batch (``shares.batch_share``). A plain
 ``BatchNorm`` layer in training mode would then normalise with the statistics of that share, and
 ``Dropout`` would draw masks for the share's rows from a random stream that every rank holds alike, so
 the training would differ from one process's by more than float rounding. :func:`use_global_batch`
@@ -15,21 +15,36 @@ optimisers and checkpoints are unchanged), for versions that
   the CPU, and keep the share's rows: the same mask bits as one process.
 
 In evaluation mode, or outside a group of several ranks, they are the plain layers.
+
+Two ways in: :func:`use_global_batch` swaps the layers for good (DeepCluster's network keeps them);
+:func:`global_batch_layers` swaps them for one training stage and puts torch's layers back after it
+(the autoencoders, which are saved, copied and reused between stages and methods), and swaps nothing in
+one process. Either gives the :class:`BatchShare` that splits each batch (``take``) and tells the layers
+which rows this rank holds.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from .. import distributed as D
-from .training import Share
+from .shares import Share, batch_share
 
 
 class BatchShare:
-    """The share of the current global batch this rank holds; set before every forward pass."""
+    """The share of the current global batch this rank holds; set before every forward pass (``take``)."""
 
     share: Share | None = None
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, Share]:
+        """This rank's rows of the global batch ``idx`` and their :class:`Share` (:func:`batch_share`),
+        kept for the layers of the next forward pass."""
+        rows, self.share = batch_share(idx)
+        return rows, self.share
 
 
 class _SumOverRanks(torch.autograd.Function):
@@ -106,20 +121,44 @@ def use_global_batch(module: nn.Module) -> BatchShare:
     return context
 
 
-def _swap(module: nn.Module, context: BatchShare) -> None:
+@contextmanager
+def global_batch_layers(module: nn.Module) -> Iterator[BatchShare]:
+    """Within the block, ``module``'s batch-norm and dropout layers are their global-batch versions under
+    torchrun; on leaving it (an error included) torch's layers are back in their places, holding the
+    parameters and buffers as trained. Outside a group of several ranks nothing is swapped. Yields the
+    :class:`BatchShare` whose ``take`` splits each global batch.
+
+    Swap before wrapping ``module`` in DDP (``distributed.data_parallel``), which must see the layers it
+    will run.
+    """
+    context = BatchShare()
+    swapped = _swap(module, context) if D.is_distributed() else []
+    try:
+        yield context
+    finally:
+        for parent, name, original in reversed(swapped):
+            original.train(getattr(parent, name).training)
+            setattr(parent, name, original)
+
+
+def _swap(module: nn.Module, context: BatchShare) -> list[tuple[nn.Module, str, nn.Module]]:
+    """Swap the layers in place; return (parent, name, original layer) for each swapped one."""
+    swapped = []
     for name, child in module.named_children():
         if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, GlobalBatchNorm):
             new = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
                                   child.track_running_stats)
-            new._parameters, new._buffers = child._parameters, child._buffers  # the same tensors
-            new.train(child.training)
-            setattr(module, name, new)
+            # the same dicts, not copies: what the new layer learns (or a checkpoint loads) is the old one's
+            new._parameters, new._buffers = child._parameters, child._buffers
         elif type(child) is nn.Dropout:
             new = GlobalDropout(child.p, context)
-            new.train(child.training)
-            setattr(module, name, new)
         else:
-            _swap(child, context)
+            swapped += _swap(child, context)
+            continue
+        new.train(child.training)
+        setattr(module, name, new)
+        swapped.append((module, name, child))
+    return swapped
 
 
-__all__ = ["BatchShare", "GlobalBatchNorm", "GlobalDropout", "use_global_batch"]
+__all__ = ["BatchShare", "GlobalBatchNorm", "GlobalDropout", "global_batch_layers", "use_global_batch"]

@@ -9,7 +9,8 @@ each global batch of ``batch_size`` rows is split into contiguous shares, one pe
 at most one), the network is wrapped in ``DistributedDataParallel``, and each rank's mean loss is
 weighted by its share of the batch, so the averaged gradient is the global batch's. The global batch is
 therefore the one asked for, whatever the number of processes, and the loss curve is one process's up
-to float rounding. Random corruption is drawn for the whole batch on every rank and sliced.
+to float rounding (``shares``). Random corruption is drawn for the whole batch on every rank and sliced,
+and batch norm and dropout see the whole batch (``global_batch``), also in the clustering stages.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from torch import nn
 from .. import distributed as D
 from ..data.rows import ImageRows
 from ..progress import progress
+from .global_batch import global_batch_layers
 from .loop import EpochLoop
+from .shares import Share, backward_share, reduce_totals
 
 LOSSES = ("mse", "mse-cosine", "bce")
 OPTIMIZERS = ("adam", "sgd")
@@ -89,52 +92,6 @@ def minibatches(n: int, batch_size: int, generator: torch.Generator) -> Iterator
     order = torch.randperm(n, generator=generator)
     for start in range(0, n, batch_size):
         yield order[start:start + batch_size]
-
-
-@dataclass(frozen=True)
-class Share:
-    """Rows ``start:stop`` of a global batch of ``size`` rows: one rank's part of it under torchrun."""
-
-    start: int
-    stop: int
-    size: int
-
-    @property
-    def rows(self) -> slice:
-        return slice(self.start, self.stop)
-
-
-def batch_share(idx: torch.Tensor) -> tuple[torch.Tensor, Share]:
-    """This rank's contiguous part of the global batch ``idx`` and where it lies (all of it in one
-    process). Ranks' parts differ in size by at most one; a batch smaller than the number of ranks (the
-    last of an epoch) leaves some ranks none."""
-    start, stop = D.shard_bounds(idx.numel())
-    return idx[start:stop], Share(start, stop, idx.numel())
-
-
-def backward_share(loss: torch.Tensor | None, outputs, share: Share) -> float:
-    """Back-propagate this rank's part of a global batch's mean loss; return its sum over the rank's rows.
-
-    ``loss`` is the mean over the rank's rows (None when it has none). Scaled by ``rows * world / size``,
-    DDP's average of the ranks' gradients is the gradient of the mean over the global batch; a rank with
-    no rows back-propagates zeros through its ``outputs`` so that it still joins the gradient all-reduce.
-    In one process the scale is 1 and this is ``loss.backward()``.
-    """
-    n = share.stop - share.start
-    if n == 0:
-        (sum(out.sum() for out in outputs) * 0.0).backward()
-        return 0.0
-    weight = n * D.world_size() / share.size
-    (loss if weight == 1 else loss * weight).backward()
-    return loss.item() * n
-
-
-def reduce_totals(*values: float) -> list[float]:
-    """Sums over ranks of per-rank totals (losses, row counts), added in rank order: every rank logs the
-    same numbers. The values themselves in one process."""
-    if not D.is_distributed():
-        return list(values)
-    return D.sum_in_rank_order(torch.tensor(values, dtype=torch.float64)).tolist()
 
 
 def corrupt(x: torch.Tensor, settings: TrainSettings, generator: torch.Generator,
@@ -223,33 +180,35 @@ def train_autoencoder(model: nn.Module, X: torch.Tensor, settings: TrainSettings
     """
     model.to(device).train()
     optimizer = optimizer or settings.optimizer_for(model.parameters())
-    net = D.data_parallel(model)  # under torchrun: gradients averaged over ranks
-    history = []
     if loop is None:
         bar = progress(range(start_epoch, settings.epochs), total=settings.epochs, desc=desc, unit="epoch",
                        enabled=show_progress)
         bar.update(start_epoch)
     else:
         bar = loop
-    for epoch in bar:
-        start, total, seen = time.perf_counter(), 0.0, 0
-        for batch in minibatches(X.shape[0], settings.batch_size, generator):
-            idx, share = batch_share(batch)  # this rank's rows of the global batch (all in one process)
-            x = X[idx].to(device, non_blocking=True)
-            z, x_hat = net(corrupt(x, settings, generator, share))
-            loss = reconstruction_loss(x_hat, x, settings.loss) if idx.numel() else None
-            optimizer.zero_grad(set_to_none=True)
-            total += backward_share(loss, (z, x_hat), share)
-            optimizer.step()
-            seen += idx.numel()
-        total, seen = reduce_totals(total, seen)
-        seconds = time.perf_counter() - start
-        row = {"epoch": epoch + 1, "loss": total / seen, "seconds": seconds}
-        check_finite_loss(row["loss"], epoch + 1, "lr", settings.lr)
-        history.append(row)
-        bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{seen / seconds:.0f}")
-        if on_epoch is not None:
-            on_epoch(epoch + 1, row)
+    history = []
+    # under torchrun: batch norm and dropout of the global batch, gradients averaged over ranks
+    with global_batch_layers(model) as batch:
+        net = D.data_parallel(model)
+        for epoch in bar:
+            start, total, seen = time.perf_counter(), 0.0, 0
+            for rows in minibatches(X.shape[0], settings.batch_size, generator):
+                idx, share = batch.take(rows)  # this rank's rows of the global batch (all in one process)
+                x = X[idx].to(device, non_blocking=True)
+                z, x_hat = net(corrupt(x, settings, generator, share))
+                loss = reconstruction_loss(x_hat, x, settings.loss) if idx.numel() else None
+                optimizer.zero_grad(set_to_none=True)
+                total += backward_share(loss, (z, x_hat), share)
+                optimizer.step()
+                seen += idx.numel()
+            total, seen = reduce_totals(total, seen)
+            seconds = time.perf_counter() - start
+            row = {"epoch": epoch + 1, "loss": total / seen, "seconds": seconds}
+            check_finite_loss(row["loss"], epoch + 1, "lr", settings.lr)
+            history.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{seen / seconds:.0f}")
+            if on_epoch is not None:
+                on_epoch(epoch + 1, row)
     model.eval()
     return history
 

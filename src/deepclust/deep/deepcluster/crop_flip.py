@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..training import Share
+from ..shares import Share
 
 AUGMENTATIONS = ("none", "crop", "flip", "crop+flip")
 

@@ -23,7 +23,7 @@ centres cross); the PCA features (n, pca dim) and the pseudo-labels are gathered
 rank holds the same ones and repairs empty clusters alike. The network and top layer train under
 ``DistributedDataParallel`` with the global batch of one process: every rank draws the same sample
 order and each takes a contiguous share of every batch, its loss weighted by its share
-(``deep.training.batch_share`` / ``backward_share``); crops are drawn for the whole batch and sliced,
+(``deep.shares.batch_share`` / ``backward_share``); crops are drawn for the whole batch and sliced,
 and batch norm and dropout see the whole batch (``deep.global_batch``): the training is one process's
 up to float rounding.
 
@@ -53,7 +53,8 @@ from ...traits import IMAGES, MethodTraits
 from ..base import as_image_tensor
 from ..global_batch import use_global_batch
 from ..loop import EpochLoop
-from ..training import backward_share, batch_share, make_optimizer, reduce_totals
+from ..shares import backward_share, batch_share, reduce_totals
+from ..training import make_optimizer
 from .crop_flip import AUGMENTATIONS, augment_batch
 from .empty_clusters import repair_empty_clusters
 from .pca_whitening import PCAWhitening
