@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._numba_cache import enable_umap_cache
+
 
 def umap_embed(Z: np.ndarray, n_components: int, n_neighbors: int, min_dist: float, seed: int, *,
                metric: str = "euclidean") -> np.ndarray:
@@ -16,6 +18,7 @@ def umap_embed(Z: np.ndarray, n_components: int, n_neighbors: int, min_dist: flo
         import umap
     except ImportError:
         raise ImportError("The UMAP stage needs umap-learn: pip install umap-learn.") from None
+    enable_umap_cache()  # later processes load umap-learn's compiled code instead of compiling it
     if n_components >= Z.shape[0]:
         raise ValueError(f"UMAP to {n_components} dimensions needs more than {n_components} samples; got "
                          f"{Z.shape[0]}. Map to fewer dimensions (--umap-dim).")
