@@ -4,6 +4,10 @@
   (``config.PHOTO_BACKBONE``, which works offline) clustered by ``config.PHOTO_METHOD``, the best pipeline
   measured on such features (benchmarks/RESULTS.md). Pixels and autoencoders are near chance on photos.
 - Backbone features asked for with ``--backbone``: the same ``PHOTO_METHOD``.
+- A small grey set of fewer than :data:`SMALL_SET_IMAGES` images (the 1,797 bundled digits), once the data
+  are loaded: :data:`SMALL_SET_METHOD` on the pixels, which beat N2D there in less time
+  (benchmarks/RESULTS.md, "The digits' default: UMAP + spectral clustering"), unless an option of N2D's
+  own (autoencoder, self-labelling) was given.
 - Anything else (grey digits, objects, small images): :data:`deepclust.config.DEFAULT_METHOD`.
 """
 
@@ -14,8 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import distributed as D
 from ..config import DEFAULT_METHOD, PHOTO_BACKBONE, PHOTO_METHOD, RunConfig
+from ..methods import method_class
+from ..recipes import SMALL_GREY, data_shape
 from .folder import folder_layout
+
+#: Small grey sets below this many images get SMALL_SET_METHOD when no method is named: on the 1,797
+#: digits N2D's autoencoder adds time and no accuracy; from 5,000 images on N2D's recipe (with
+#: self-labelling) is the one measured best (MNIST, USPS).
+SMALL_SET_IMAGES = 5000
+SMALL_SET_METHOD = "umap-spectral"
 
 _SAMPLE = 8  # image files looked at to tell colour from grey
 
@@ -33,6 +46,28 @@ def choose_pipeline(config: RunConfig) -> tuple[RunConfig, str | None]:
                 f"colour photos: {PHOTO_BACKBONE} features clustered by {PHOTO_METHOD} (pass --method, "
                 "and --backbone, to choose)")
     return dataclasses.replace(config, method=DEFAULT_METHOD), None
+
+
+def method_for_data(config: RunConfig, image_shape: tuple[int, ...],
+                    n_samples: int) -> tuple[RunConfig, str | None]:
+    """``config`` (whose method was chosen by default) with :data:`SMALL_SET_METHOD` for a small grey set
+    of ``n_samples`` images of ``image_shape`` (H, W, C), and why; unchanged (and None) otherwise, or
+    when an option only the default method reads was given."""
+    if (config.method != DEFAULT_METHOD or n_samples >= SMALL_SET_IMAGES
+            or data_shape(image_shape) != SMALL_GREY or D.is_distributed()):  # N2D trains across processes
+        return config, None
+    own = set(method_class(DEFAULT_METHOD).option_groups) - set(method_class(SMALL_SET_METHOD).option_groups)
+    defaults = RunConfig()
+    if any(value != getattr(defaults, name) for name, value in config.part(*own).items()):
+        return config, None  # --pretrain, -a, --self-label-rounds ...: the user wants the autoencoder
+    return dataclasses.replace(config, method=SMALL_SET_METHOD), small_set_note(n_samples)
+
+
+def small_set_note(n_samples: int) -> str:
+    """Why a run of ``n_samples`` small grey images got :data:`SMALL_SET_METHOD` (printed, and kept in
+    ``config.json``)."""
+    return (f"{n_samples:,} small grey images: {SMALL_SET_METHOD} on the pixels, the best measured on sets "
+            f"under {SMALL_SET_IMAGES:,} images (--method to choose)")
 
 
 def _colour_photo_folder(dataset: str) -> bool:
