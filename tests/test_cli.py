@@ -33,11 +33,11 @@ def test_default_run_writes_a_complete_run_folder(tmp_path, capsys):
     run_dir = _only_run_dir(tmp_path)
     assert json.loads((run_dir / "status.json").read_text())["status"] == "complete"
     config = json.loads((run_dir / "config.json").read_text())
-    # the 1,797 digits are a small grey set: UMAP + spectral clustering on the pixels, said and recorded
+    # the 1,797 8 x 8 digits are a small set of tiny images: UMAP + spectral clustering on the pixels
     assert config["data"]["dataset"] == "digits" and config["method"]["name"] == "umap-spectral"
-    assert "small grey images: umap-spectral" in config["resolved"]["pipeline_chosen"]
+    assert "8 x 8 pixels: umap-spectral" in config["resolved"]["pipeline_chosen"]
     printed = capsys.readouterr()
-    assert "small grey images: umap-spectral" in printed.err
+    assert "8 x 8 pixels: umap-spectral" in printed.err
     assert config["resolved"]["n_clusters"] == 10
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("acc", "nmi", "ari", "silhouette", "dunn", "n_samples", "n_clusters", "seconds"):

@@ -11,7 +11,7 @@ from pathlib import Path
 from . import __version__, _argtypes, determinism
 from ._errors import describe_error, sigterm_as_interrupt
 from .config import DEFAULT_METHOD, PHOTO_METHOD
-from .pipeline.defaults import SMALL_SET_IMAGES, SMALL_SET_METHOD
+from .pipeline.defaults import SMALL_SET_IMAGES, SMALL_SET_METHOD, SMALL_SET_SIDE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "~/.cache/deepclust/features)")
     run.add_argument("--method", choices=_method_names(), default=None,
                      help=f"clustering method (default: chosen from the data: a folder of colour photos gets "
-                          f"pretrained features and {PHOTO_METHOD}, a small grey set of fewer than "
-                          f"{SMALL_SET_IMAGES:,} images {SMALL_SET_METHOD}, anything else {DEFAULT_METHOD}): "
+                          f"pretrained features and {PHOTO_METHOD}, fewer than {SMALL_SET_IMAGES:,} grey "
+                          f"images of at most {SMALL_SET_SIDE} x {SMALL_SET_SIDE} pixels {SMALL_SET_METHOD}, "
+                          f"anything else {DEFAULT_METHOD}): "
                           + "; ".join(f"{name}: {summary}" for name, summary in _method_summaries()))
     run.add_argument("-k", "--clusters", type=_clusters_arg, default=None, metavar="K|auto",
                      help="number of clusters, or 'auto' to try --k-range and keep the k with the best "
