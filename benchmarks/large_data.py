@@ -63,12 +63,27 @@ def generate(folder: Path, n: int, seed: int = 0) -> Path:
                             description=f"{n} generated 28x28 images, 10 shifted noisy prototypes")
 
 
-def _anon_kib() -> int:
-    """This process's anonymous resident memory now (RssAnon, KiB)."""
+def _memory_kib() -> dict[str, int]:
+    """This process's resident memory now (KiB): all of it (VmRSS), what it allocated itself (RssAnon)
+    and the file pages it maps (RssFile: libraries, the cache's pages)."""
+    found = {"VmRSS": 0, "RssAnon": 0, "RssFile": 0}
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1])
-    return 0
+        key = line.split(":")[0]
+        if key in found:
+            found[key] = int(line.split()[1])
+    return found
+
+
+def _deepclust_stack(thread_id: int | None) -> str:
+    """The deepclust functions the thread ``thread_id`` is in, outermost first: where a peak happened."""
+    frame = sys._current_frames().get(thread_id)
+    names = []
+    while frame is not None:
+        code = frame.f_code
+        if "deepclust" in code.co_filename and "benchmarks" not in code.co_filename:
+            names.append(f"{Path(code.co_filename).stem}.{code.co_name}:{frame.f_lineno}")
+        frame = frame.f_back
+    return " > ".join(reversed(names[:8]))
 
 
 def worker(argv: list[str]) -> int:
@@ -78,9 +93,16 @@ def worker(argv: list[str]) -> int:
     peak_anon = [0]
     done = threading.Event()
 
+    main_thread = threading.main_thread().ident
+    where: dict[str, tuple[int, str]] = {}  # kind -> (peak KiB, the main thread's deepclust frames then)
+
     def watch() -> None:
         while not done.wait(0.2):
-            peak_anon[0] = max(peak_anon[0], _anon_kib())
+            memory = _memory_kib()
+            peak_anon[0] = max(peak_anon[0], memory["RssAnon"])
+            for kind in ("RssAnon", "RssFile", "VmRSS"):
+                if memory[kind] > where.get(kind, (0, ""))[0]:
+                    where[kind] = (memory[kind], _deepclust_stack(main_thread))
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -92,7 +114,9 @@ def worker(argv: list[str]) -> int:
     print("RESULT " + json.dumps({"rank": int(os.environ.get("RANK", 0)), "status": status,
                                   "seconds": round(time.perf_counter() - start, 1),
                                   "maxrss_mib": round(maxrss_kib / 1024),
-                                  "peak_anon_mib": round(peak_anon[0] / 1024)}), flush=True)
+                                  "peak_anon_mib": round(peak_anon[0] / 1024),
+                                  "peaks": {kind: [round(kib / 1024), stack]
+                                            for kind, (kib, stack) in where.items()}}), flush=True)
     return status
 
 

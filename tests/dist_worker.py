@@ -76,6 +76,12 @@ def kmeans(src: Path, out: Path) -> None:
         raise AssertionError("broadcast_object did not deliver rank 0's object")
     if D.all_reduce_sum(torch.tensor([D.rank() + 1.0])).item() != 3.0:
         raise AssertionError("all_reduce_sum over ranks 0 and 1 is not 1 + 2")
+    # Shards of unequal length with trailing dimensions, moved together a few rows at a time.
+    mine = np.arange(14, dtype=np.float32).reshape(7, 2) if D.rank() == 0 else np.full((4, 2), -1, np.float32)
+    whole = D.concat_shards(mine, chunk_rows=2)
+    if not np.array_equal(whole, np.concatenate([np.arange(14, dtype=np.float32).reshape(7, 2),
+                                                 np.full((4, 2), -1, np.float32)])):
+        raise AssertionError(f"concat_shards gave {whole.tolist()} on rank {D.rank()}")
     D.barrier()
     D.main_process_only(np.savez)(out / "result.npz", **results)
     D.main_process_only(write_text)(out / f"written_by_rank{D.rank()}.txt", "hello\n")

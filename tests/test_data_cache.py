@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -215,3 +216,39 @@ def test_predict_reads_a_cache_in_chunks(tmp_path, monkeypatch):
     small = cache_dataset("digits", tmp_path / "small", size=4)
     with pytest.raises(ValueError, match="holds images of 4x4x1; the run was fitted on 8x8x1"):
         predict_module.predict_images(run, [small])
+
+
+def test_reader_counts_the_pages_mapped_around_each_fault(tmp_path, monkeypatch):
+    """Rows read at random each leave the kernel's fault-around window (64 KiB) resident, not only their
+    own page or two: the reader must release the map at least that often (1,000,000 images left ~300 MB
+    resident when it counted rows' own pages)."""
+    from deepclust.data import rows as rows_module
+
+    np.save(tmp_path / "x.npy", np.zeros((400, 28, 28, 1), np.uint8))
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    rows = ImageRows(mapped, release_bytes=rows_module.FAULT_AROUND_BYTES * 10)
+    released = []
+    monkeypatch.setattr(rows, "_map", SimpleNamespace(madvise=lambda advice: released.append(advice)))
+    for i in range(0, 400, 37):  # 11 single rows at random places: one release after the tenth
+        rows[np.array([i])]
+    assert len(released) == 1
+    released.clear()
+    rows[0:400]  # a slice is one run of pages: its bytes (313 KB) and one window, < 10 windows
+    assert released == []
+
+
+def test_writer_streams_paths_and_refuses_chunks_without_them(tmp_path):
+    """paths.txt is written as chunks come (a million paths are never held in a list), so every chunk
+    must bring its paths, one per image, or none does."""
+    from deepclust.data import CacheWriter
+
+    images = np.zeros((2, 4, 4, 1), np.uint8)
+    with CacheWriter(tmp_path / "c", 6, (4, 4, 1), labelled=False) as cache:
+        cache.write(images, paths=["a.png", "b.png"])
+        with pytest.raises(ValueError, match="paths must be given with every chunk"):
+            cache.write(images)
+        with pytest.raises(ValueError, match="one per image"):
+            cache.write(images, paths=["c.png"])
+        cache.write(images, paths=["c.png", "d\nnewline.png"])
+        folder = cache.finish(name="t")
+    assert load_dataset(folder).paths == ["a.png", "b.png", "c.png", "d newline.png"]

@@ -142,12 +142,13 @@ def test_lloyd_matches_numpy_reference(seed):
 
 @pytest.mark.parametrize("n, d, k", [(2000, 16, 10), (3000, 64, 20), (1500, 3, 40)])
 def test_elkan_bounds_do_not_change_result(n, d, k):
+    """Forced on and off, whatever the automatic choice (bounds only where 2k <= d) would be."""
     rng = np.random.default_rng(k)
     X = torch.from_numpy(rng.standard_normal((n, d)).astype(np.float32))
     C = X[torch.from_numpy(rng.choice(n, size=k, replace=False))].clone()
     x_sq = _lloyd.squared_norms(X, 16384)
-    with_bounds = _lloyd.lloyd(X, x_sq, C, max_iter=300, tol=0.0, chunk_size=16384)
-    without = _lloyd.lloyd(X, x_sq, C, max_iter=300, tol=0.0, chunk_size=16384, bounds_budget=0)
+    with_bounds = _lloyd.lloyd(X, x_sq, C, max_iter=300, tol=0.0, chunk_size=16384, bounds=True)
+    without = _lloyd.lloyd(X, x_sq, C, max_iter=300, tol=0.0, chunk_size=16384, bounds=False)
     assert with_bounds.converged and without.converged
     assert torch.equal(with_bounds.labels, without.labels)
     assert torch.equal(with_bounds.centers, without.centers)
@@ -194,11 +195,12 @@ def test_empty_cluster_is_repaired():
     np.testing.assert_allclose(km.inertia_, brute_inertia(X, km.labels_, km.cluster_centers_), rtol=1e-5)
 
 
-def test_empty_cluster_repaired_without_bounds():
+@pytest.mark.parametrize("bounds", [True, False])
+def test_empty_cluster_repaired_with_and_without_bounds(bounds):
     X = torch.from_numpy(np.random.default_rng(0).standard_normal((300, 3)).astype(np.float32))
     C = torch.cat([X[:2], torch.full((1, 3), 1e4)])
     x_sq = _lloyd.squared_norms(X, 64)
-    res = _lloyd.lloyd(X, x_sq, C, max_iter=100, tol=0.0, chunk_size=64, bounds_budget=0)
+    res = _lloyd.lloyd(X, x_sq, C, max_iter=100, tol=0.0, chunk_size=64, bounds=bounds)
     assert res.n_repaired >= 1
     assert torch.bincount(res.labels, minlength=3).min() >= 1
 
@@ -430,3 +432,16 @@ def test_minibatch_stops_when_centres_settle():
     never = KMeans(n_clusters=4, algorithm="minibatch", batch_size=256, max_iter=5, tol=0.0,
                    random_state=0).fit(X)
     assert never.n_iter_ == 5
+
+
+@pytest.mark.parametrize("d, k, expected", [(64, 10, True), (20, 10, True), (10, 10, False), (3, 40, False)])
+def test_bounds_only_where_rows_are_long(monkeypatch, d, k, expected):
+    """Elkan's (n, k) bounds are kept only where they are at most half the size of the rows they spare
+    reading: an autoencoder's 10-d embedding with 10 clusters runs plain Lloyd in O(n) memory."""
+    used = []
+    real = _lloyd._suspects
+    monkeypatch.setattr(_lloyd, "_suspects", lambda *a, **kw: used.append(True) or real(*a, **kw))
+    X = torch.from_numpy(np.random.default_rng(0).standard_normal((500, d)).astype(np.float32))
+    x_sq = _lloyd.squared_norms(X, 128)
+    _lloyd.lloyd(X, x_sq, X[:k].clone(), max_iter=5, tol=0.0, chunk_size=128)
+    assert bool(used) is expected

@@ -322,3 +322,30 @@ def test_evaluate_clustering_checks_lengths():
         evaluate_clustering([0, 1, 1], labels_true=[0, 1])
     with pytest.raises(ValueError, match="one row per label; got 2 rows for 3 labels"):
         evaluate_clustering([0, 1, 1], X=np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("labels", [
+    np.array([3, 3, 0, 7, 0, 2]),  # small ids: the lookup table
+    np.array([5, 2**20, 5, 0]),  # a large id among few labels: np.unique
+    np.array([-1, 0, 2, -1, 2]),  # negative ids (noise): np.unique
+    np.array([4, 1, 4], dtype=np.uint8),
+    np.zeros(10, dtype=np.int64),
+])
+def test_unique_codes_is_np_unique(labels):
+    from deepclust.metrics._labels import unique_codes
+
+    values, codes = unique_codes(labels)
+    expected_values, expected_codes = np.unique(labels, return_inverse=True)
+    np.testing.assert_array_equal(values, expected_values)
+    assert values.dtype == expected_values.dtype
+    np.testing.assert_array_equal(codes, expected_codes.reshape(-1))
+
+
+def test_scores_of_many_labels_match_sklearn():
+    """Cluster ids that leave gaps, a table of cells counted at once: the same figures as sklearn."""
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 10, 50_000) * 3  # ids 0, 3, ..., 27
+    pred = np.where(rng.random(50_000) < 0.8, truth // 3, rng.integers(0, 12, 50_000)) + 100
+    expected = normalized_mutual_info_score(truth, pred)
+    assert normalized_mutual_info(truth, pred) == pytest.approx(expected, abs=1e-12)
+    assert adjusted_rand_index(truth, pred) == pytest.approx(adjusted_rand_score(truth, pred), abs=1e-12)

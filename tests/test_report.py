@@ -408,3 +408,39 @@ def test_reports_open_in_headless_chromium(deep_dir, tmp_path):
 def test_page_names_every_section_in_its_navigation(kmeans_dir):
     text = (kmeans_dir / "report.html").read_text()
     assert re.findall(r"<nav>(.*?)</nav>", text)[0].count("<a href='#") == len(RUN_SECTIONS)
+
+
+def test_embeddings_are_mapped_and_checked(tmp_path):
+    """embeddings.npy (millions of rows on a data cache) is mapped, not read whole; a file that is not a
+    plain array of numbers is still refused."""
+    from deepclust.run_folder import RunFolderError, read_array
+
+    Z = np.arange(12, dtype=np.float32).reshape(4, 3)
+    np.save(tmp_path / "z.npy", Z)
+    mapped = read_array(tmp_path / "z.npy", finite=False, mapped=True)
+    assert isinstance(mapped, np.memmap) and not mapped.flags.writeable
+    np.testing.assert_array_equal(mapped, Z)
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "short.npy").write_bytes((tmp_path / "z.npy").read_bytes()[:-8])  # truncated
+    for name in ("objects.npy", "short.npy"):
+        with pytest.raises(RunFolderError, match=name):
+            read_array(tmp_path / name, finite=False, mapped=True)
+
+
+def test_assignments_are_read_and_written_a_row_at_a_time(tmp_path):
+    """The streamed writer (in chunks) and reader round-trip labels, classes and quoted paths."""
+    from deepclust.data import ImageDataset
+    from deepclust.pipeline.run import write_assignments
+    from deepclust.report.page import _read_assignments
+
+    n = 11
+    data = ImageDataset("t", np.zeros((n, 2, 2, 1), np.uint8), np.arange(n) % 3, ["a", "b", "c"], "",
+                        [f"img {i}, \"x\".png" for i in range(n)])
+    labels = (np.arange(n) * 7) % 5
+    write_assignments(tmp_path / "assignments.csv", data, labels, chunk=4)
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "assignments.csv").read_text(), newline="")))
+    assert [int(r["cluster"]) for r in rows] == labels.tolist() and rows[3]["path"] == 'img 3, "x".png'
+    clusters, truth, paths = _read_assignments(tmp_path / "assignments.csv")
+    np.testing.assert_array_equal(clusters, labels)
+    np.testing.assert_array_equal(truth, np.arange(n) % 3)
+    assert paths == data.paths

@@ -303,18 +303,42 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def concat_shards(array: np.ndarray) -> np.ndarray:
+def concat_shards(array: np.ndarray, *, chunk_rows: int = 65536) -> np.ndarray:
     """Concatenate every rank's ``array`` along axis 0 in rank order; the whole on every rank.
 
     Shards may differ in length (not in trailing shape or dtype). With contiguous shards from
     :func:`shard_indices` this restores the original order, e.g. all labels of a sharded fit.
+
+    The shards are gathered straight into the one array returned (then moved together in place,
+    ``chunk_rows`` at a time), so gathering an (N, d) embedding costs N rows once, not three times.
     """
     array = np.ascontiguousarray(array)
     if not is_distributed():
         return array
     sizes = all_gather_tensors(torch.tensor([array.shape[0]], dtype=torch.int64))
     sizes = [int(s) for s in torch.cat(sizes)]
-    padded = np.zeros((max(sizes),) + array.shape[1:], dtype=array.dtype)
-    padded[:array.shape[0]] = array
-    parts = all_gather_tensors(torch.from_numpy(padded))
-    return np.concatenate([p[:size].numpy() for p, size in zip(parts, sizes, strict=True)])
+    longest, trailing = max(sizes), array.shape[1:]
+    out = np.empty((longest * len(sizes),) + trailing, dtype=array.dtype)
+    if longest == 0:
+        return out
+    local = array
+    if array.shape[0] < longest:  # every rank sends the same shape
+        local = np.zeros((longest,) + trailing, dtype=array.dtype)
+        local[:array.shape[0]] = array
+    slots = torch.from_numpy(out).split(longest)  # one view of ``out`` per rank
+    device = _comm_device()
+    if device.type == "cpu":
+        dist.all_gather(list(slots), torch.from_numpy(local))
+    else:  # NCCL gathers on the GPU; bring each rank's part back into its slot
+        parts = [torch.empty((longest,) + trailing, dtype=slots[0].dtype, device=device) for _ in sizes]
+        dist.all_gather(parts, torch.from_numpy(local).to(device))
+        for slot, part in zip(slots, parts, strict=True):
+            slot.copy_(part.cpu())
+    at = sizes[0]
+    for rank in range(1, len(sizes)):  # close the padding gaps: move rank r's rows down to ``at``
+        src = rank * longest
+        for i in range(0, sizes[rank], chunk_rows):
+            m = min(chunk_rows, sizes[rank] - i)
+            out[at + i:at + i + m] = out[src + i:src + i + m]  # an overlap goes through a chunk-sized copy
+        at += sizes[rank]
+    return out[:at]

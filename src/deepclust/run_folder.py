@@ -9,11 +9,14 @@ size is bounded, and image paths named by the run are accepted only inside the r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -39,9 +42,11 @@ class RunFolderError(ValueError):
         super().__init__(f"{path}: {problem}; {fix}.")
 
 
-def read_regular(path: str | os.PathLike, *, limit: int) -> bytes:
-    """The bytes of the regular file ``path`` (at most ``limit``); a FIFO, device or folder is refused
-    without blocking on it."""
+@contextlib.contextmanager
+def open_regular(path: str | os.PathLike, *, limit: int) -> Iterator[BinaryIO]:
+    """The regular file ``path`` (at most ``limit`` bytes) opened for reading in binary; a FIFO, device or
+    folder is refused without blocking on it. For files read a line at a time (assignments.csv of
+    millions of rows), which need not be held whole."""
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -56,11 +61,18 @@ def read_regular(path: str | os.PathLike, *, limit: int) -> bytes:
         if info.st_size > limit:
             raise RunFolderError(path, f"is {info.st_size} bytes, more than the {limit} this file may hold")
         with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read(limit + 1)
+            yield f
     except OSError as err:
         raise RunFolderError(path, f"cannot be read ({err.strerror or err})") from None
     finally:
         os.close(fd)
+
+
+def read_regular(path: str | os.PathLike, *, limit: int) -> bytes:
+    """The bytes of the regular file ``path`` (at most ``limit``); a FIFO, device or folder is refused
+    without blocking on it."""
+    with open_regular(path, limit=limit) as f:
+        return f.read(limit + 1)
 
 
 def read_json(path: str | os.PathLike, kind: type = dict, *, required: bool = True):
@@ -167,17 +179,25 @@ def check_preprocessing(d: dict, path: str | os.PathLike) -> dict:
 
 
 def read_array(path: str | os.PathLike, *, ndim: int | None = None, finite: bool = True,
-               required: bool = True, limit: int = 2**31) -> np.ndarray | None:
-    """A .npy array of numbers (never pickled objects), checked for shape and NaN."""
+               required: bool = True, limit: int = 2**31, mapped: bool = False) -> np.ndarray | None:
+    """A .npy array of numbers (never pickled objects), checked for shape and NaN.
+
+    ``mapped=True`` maps the file read-only instead of reading it (an (N, d) embedding of millions of
+    images; pages are read as used). Check ``finite`` only where the whole array is needed anyway."""
     path = Path(path)
     if not required and not os.path.lexists(path):
         return None
     import io
 
-    raw = read_regular(path, limit=limit)
     try:
-        array = np.load(io.BytesIO(raw), allow_pickle=False)
+        if mapped:
+            with open_regular(path, limit=limit) as f:
+                array = _map_npy(f)
+        else:
+            array = np.load(io.BytesIO(read_regular(path, limit=limit)), allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
+        if isinstance(err, RunFolderError):
+            raise
         raise RunFolderError(path, f"is not a readable .npy array ({err})") from None
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise RunFolderError(path, f"holds {array.dtype} values, not numbers")
@@ -188,6 +208,22 @@ def read_array(path: str | os.PathLike, *, ndim: int | None = None, finite: bool
     if finite and not np.isfinite(array).all():
         raise RunFolderError(path, "holds NaN or infinite values")
     return array
+
+
+def _map_npy(f) -> np.ndarray:
+    """The .npy file open as ``f`` mapped read-only, from its header (np.load maps only by name; mapping
+    the file already opened and checked leaves no window for another file to take its place)."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f".npy format version {version[0]}.{version[1]} is not mapped; numpy writes 1.0")
+    read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+    shape, fortran, dtype = read_header(f)
+    if dtype.hasobject:
+        raise ValueError("it holds Python objects, which are never unpickled")
+    if not shape or 0 in shape:
+        return np.zeros(shape, dtype=dtype)
+    return np.memmap(f, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C", offset=f.tell())
 
 
 def data_root(config: dict | None) -> Path | None:
@@ -224,5 +260,5 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-__all__ = ["MAX_IMAGE_SIDE", "RunFolderError", "check_preprocessing", "data_root", "inside", "read_array",
-           "read_class_mappings", "read_config", "read_json", "read_regular", "read_status"]
+__all__ = ["MAX_IMAGE_SIDE", "RunFolderError", "check_preprocessing", "data_root", "inside", "open_regular",
+           "read_array", "read_class_mappings", "read_config", "read_json", "read_regular", "read_status"]

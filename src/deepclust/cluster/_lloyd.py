@@ -112,13 +112,15 @@ def _sq_dist_to(X, x_sq, C, chunk_size):
 
 
 def lloyd(X: torch.Tensor, x_sq: torch.Tensor, centers: torch.Tensor, *, max_iter: int, tol: float,
-          chunk_size: int, bounds_budget: int = 50_000_000, comm=None) -> LloydResult:
+          chunk_size: int, bounds_budget: int = 50_000_000, bounds: bool | None = None,
+          comm=None) -> LloydResult:
     """Run Lloyd iterations from ``centers`` until labels stop changing or centres move < ``tol``.
 
     ``tol`` is absolute: the sum over centres of the squared centre shift (sklearn's criterion).
     Empty clusters are re-seeded with the points farthest from their centre. Elkan's per-centre lower
-    bounds (n x k floats) skip the rows that cannot change cluster; above ``bounds_budget`` floats
-    every iteration reads all rows instead.
+    bounds (n x k floats) skip the rows that cannot change cluster; above ``bounds_budget`` floats, or
+    when the rows are short (fewer than 2k features), every iteration reads all rows instead.
+    ``bounds`` True or False forces the choice (the result is the same either way).
 
     ``comm`` (``_distributed.Shards``) makes ``X`` one rank's shard of a global array: the sums, counts
     and changed-label counts are totalled over ranks with ``comm.sum`` and empty clusters repaired with
@@ -126,7 +128,11 @@ def lloyd(X: torch.Tensor, x_sq: torch.Tensor, centers: torch.Tensor, *, max_ite
     """
     n, k = X.shape[0], centers.shape[0]
     centers = centers.clone()
-    if n * k <= bounds_budget:
+    # The bounds pay where they spare reading long rows: with k >= d/2 (an autoencoder's 10-d embedding
+    # and 10 clusters) they hold as many floats as the data and checking them costs what the distances do.
+    if bounds is None:
+        bounds = n * k <= bounds_budget and 2 * k <= X.shape[1]
+    if bounds:
         lower, labels = _distances_and_labels(X, x_sq, centers, chunk_size)  # (n, k), exact for now
         upper = lower.gather(1, labels.unsqueeze(1)).squeeze(1)
     else:

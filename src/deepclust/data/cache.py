@@ -87,7 +87,7 @@ class CacheWriter:
         self._file, self._offset = _new_npy(self.tmp / "images.npy", self.shape)
         self._row_bytes = int(np.prod(image_shape))
         self.labels = np.full(n, -1, dtype=np.int64) if labelled else None
-        self.paths: list[str] | None = None
+        self._paths = None  # paths.txt, open once the first chunk brings paths; written as they come
         self.n = 0
         self.finished = False
 
@@ -110,14 +110,16 @@ class CacheWriter:
         if (labels is None) != (self.labels is None):
             raise ValueError("labels must be given with every chunk of a labelled cache, and only then.")
         m = images.shape[0]
+        if paths is not None and len(paths) != m or (paths is None) != (self._paths is None) and self.n:
+            raise ValueError("paths must be given with every chunk, one per image, or with none.")
         self._file.seek(self._offset + self.n * self._row_bytes)
         self._file.write(np.ascontiguousarray(images).data)
         if self.labels is not None:
             self.labels[self.n:self.n + m] = labels
         if paths is not None:
-            if self.paths is None:
-                self.paths = []
-            self.paths.extend(paths)
+            if self._paths is None:
+                self._paths = open(self.tmp / "paths.txt", "w", encoding="utf-8", newline="\n")
+            self._paths.write("".join(p.replace("\n", " ") + "\n" for p in paths))
         self.n += m
 
     def finish(self, *, name: str, description: str = "", class_names: list[str] | tuple = (),
@@ -139,13 +141,13 @@ class CacheWriter:
             self._file.close()
         if self.labels is not None:
             np.save(self.tmp / "labels.npy", self.labels[:self.n])
-        if self.paths is not None:
-            (self.tmp / "paths.txt").write_text("".join(p.replace("\n", " ") + "\n" for p in self.paths))
+        if self._paths is not None:
+            self._paths.close()
         shape = [int(s) for s in self.shape[1:]]
         write_json(self.tmp / MARKER, {
             "format": FORMAT, "name": name, "description": description, "class_names": list(class_names),
             "n_samples": self.n, "image_shape": shape, "labelled": self.labels is not None,
-            "paths": self.paths is not None, "source": source})
+            "paths": self._paths is not None, "source": source})
         os.chmod(self.tmp, 0o777 & ~_read_umask())
         try:
             os.rename(self.tmp, self.dest)  # atomic; fails rather than replace a folder made meanwhile
@@ -160,6 +162,8 @@ class CacheWriter:
     def abandon(self) -> None:
         """Remove the partial cache."""
         self._file.close()
+        if self._paths is not None:
+            self._paths.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

@@ -21,6 +21,9 @@ import torch
 from .transforms import LUMA_WEIGHTS
 
 RELEASE_BYTES = 64 * 2**20  # mapped bytes read between two page releases
+# On a page fault in a file mapping Linux maps the neighbouring cached pages too ("fault-around", 64 KiB
+# by default), so one row read at random can leave 16 pages resident, not the one or two it spans.
+FAULT_AROUND_BYTES = 64 * 2**10
 STATS_CHUNK = 4096  # rows per chunk when computing channel statistics
 
 
@@ -63,9 +66,11 @@ class ImageRows:
         self.release_bytes = int(release_bytes)
         self._map = backing_map(images)
         self._read = 0
-        # Rows read in random order each touch their own pages: count those, not the rows' bytes.
+        # Rows read in random order each touch their own pages: count those, not the rows' bytes, and
+        # the pages the kernel maps around each fault (on 1,000,000 28 x 28 images, counting only the
+        # row's own pages left ~300 MB of the file resident while training).
         row = int(np.prod(images.shape[1:]))
-        self._pages_per_row = (-(-row // mmap.PAGESIZE) + 1) * mmap.PAGESIZE
+        self._pages_per_row = max((-(-row // mmap.PAGESIZE) + 1) * mmap.PAGESIZE, FAULT_AROUND_BYTES)
         n, h, w, c = images.shape
         channels = 1 if self.grayscale else c
         self.image_shape = (channels, h, w)
@@ -98,7 +103,8 @@ class ImageRows:
         raw = self.images[index]
         if raw.ndim == 3:  # one image
             raw = raw[np.newaxis]
-        self._account(raw.shape[0] * self._pages_per_row)
+        self._account(raw.nbytes + FAULT_AROUND_BYTES if isinstance(index, slice)  # one run of pages
+                      else raw.shape[0] * self._pages_per_row)
         return self._convert(raw)
 
     def __repr__(self) -> str:
@@ -128,7 +134,7 @@ class ImageRows:
         count = 0
         for s in range(0, len(self), STATS_CHUNK):
             raw = self.images[s:s + STATS_CHUNK]
-            self._account(raw.shape[0] * self._pages_per_row)
+            self._account(raw.nbytes + FAULT_AROUND_BYTES)
             x = self._grey(raw).astype(np.float64) / 255.0
             total += x.sum(axis=(0, 1, 2))
             squares += (x * x).sum(axis=(0, 1, 2))

@@ -10,11 +10,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 
-import numpy as np
 from numpy.typing import ArrayLike
 
 from .._validation import check_features
-from ._labels import check_clusterings, check_labels
+from ._labels import check_clusterings, check_labels, unique_codes
 from .external import (
     Contingency,
     adjusted_rand_index,
@@ -73,7 +72,7 @@ def evaluate_clustering(labels_pred: ArrayLike, labels_true: ArrayLike | None = 
     """
     labels_pred = check_labels(labels_pred, name="labels_pred")
     n_samples = int(labels_pred.shape[0])
-    n_clusters = int(np.unique(labels_pred).size)
+    n_clusters = int(unique_codes(labels_pred)[0].size)
     out: dict[str, float | int | bool | None] = {"n_samples": n_samples, "n_clusters": n_clusters}
     if labels_true is not None:
         labels_true, labels_pred = check_clusterings(labels_true, labels_pred)

@@ -55,3 +55,24 @@ def check_clusterings(labels_true: ArrayLike, labels_pred: ArrayLike) -> tuple[n
             f"{labels_true.shape[0]} and {labels_pred.shape[0]}."
         )
     return labels_true, labels_pred
+
+
+# Labels are coded through a lookup table when their largest id is below this (or below their count):
+# no sort of n values, and one (n,) array of codes instead of np.unique's several (n,) temporaries.
+_TABLE_IDS = 2**16
+
+
+def unique_codes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(labels, return_inverse=True)``: the sorted distinct ids and each sample's code.
+
+    Small non-negative ids (cluster and class numbers) go through a table, which needs no sort and
+    one (n,) array: on millions of labels this is most of what scoring a run holds."""
+    if labels.size and labels.dtype.kind in "iu":
+        low, high = int(labels.min()), int(labels.max())
+        if low >= 0 and high < max(_TABLE_IDS, labels.size):
+            values = np.flatnonzero(np.bincount(labels, minlength=high + 1))
+            table = np.zeros(high + 1, dtype=np.intp)
+            table[values] = np.arange(values.size)
+            return values.astype(labels.dtype), table[labels]
+    values, codes = np.unique(labels, return_inverse=True)
+    return values, codes.reshape(-1)

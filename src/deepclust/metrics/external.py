@@ -17,8 +17,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.optimize import linear_sum_assignment
 
-from ._labels import check_clusterings
+from ._labels import check_clusterings, unique_codes
 
+# Contingency cells counted with one bincount when there are no more than this many.
+_COUNTED_CELLS = 2**22
 # A dense contingency matrix larger than this (int64 cells, ~1 GiB) is refused: two labelings with
 # that many distinct values are almost certainly not labels.
 _MAX_DENSE_CELLS = 2**27
@@ -35,18 +37,25 @@ class Contingency(NamedTuple):
 
 def _encode(labels_true: np.ndarray, labels_pred: np.ndarray):
     """Map both labelings to 0..k-1: classes, class codes, clusters, cluster codes."""
-    classes, t = np.unique(labels_true, return_inverse=True)
-    clusters, p = np.unique(labels_pred, return_inverse=True)
-    return classes, t.reshape(-1), clusters, p.reshape(-1)
+    classes, t = unique_codes(labels_true)
+    clusters, p = unique_codes(labels_pred)
+    return classes, t, clusters, p
 
 
 def _sparse_counts(labels_true: np.ndarray, labels_pred: np.ndarray):
     """Non-zero contingency cells (counts, row codes, column codes) and the two marginals."""
     classes, t, clusters, p = _encode(labels_true, labels_pred)
-    cells, counts = np.unique(t * clusters.size + p, return_counts=True)
-    rows, cols = np.divmod(cells, clusters.size)
     class_sizes = np.bincount(t, minlength=classes.size)
     cluster_sizes = np.bincount(p, minlength=clusters.size)
+    t *= clusters.size  # ``t`` is this function's own array: each sample's cell id is built in place
+    t += p
+    if classes.size * clusters.size <= _COUNTED_CELLS:
+        dense = np.bincount(t, minlength=classes.size * clusters.size)
+        cells = np.flatnonzero(dense)
+        counts = dense[cells]
+    else:
+        cells, counts = np.unique(t, return_counts=True)
+    rows, cols = np.divmod(cells, clusters.size)
     return counts, rows, cols, class_sizes, cluster_sizes
 
 

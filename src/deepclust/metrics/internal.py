@@ -34,7 +34,7 @@ import torch
 from numpy.typing import ArrayLike
 
 from .._validation import check_features, check_random_state, resolve_device
-from ._labels import check_labels
+from ._labels import check_labels, unique_codes
 
 #: Largest cost (pairs x (n_features + 64) multiply-adds) computed exactly under ``sample_size="auto"``.
 EXACT_COST_BUDGET = 1.0e11
@@ -82,7 +82,7 @@ def _prepare(X: ArrayLike, labels: ArrayLike, metric: str) -> _Sorted:
     if labels.shape[0] != n:
         raise ValueError(f"labels must have one entry per sample of X; got {labels.shape[0]} labels "
                          f"for {n} samples.")
-    _, codes = np.unique(labels, return_inverse=True)
+    _, codes = unique_codes(labels)
     codes = codes.reshape(-1)
     counts = np.bincount(codes)
     k = counts.size

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import json
 import shutil
 import sys
@@ -23,6 +22,7 @@ from .. import distributed as D
 from .._errors import describe_error, is_out_of_memory, ran_out_of_memory
 from .._io import (
     RunLock,
+    atomic_open,
     check_output_folder,
     jsonable_params,
     rows_to_csv,
@@ -203,7 +203,7 @@ def _run(config: RunConfig, resume, chosen: str | None = None, *, choose_method:
         # preprocessing.json; an image folder's held-out test/ and class mappings
         metrics.update(after_fit(paths, config, method, dataset, X, backbone=backbone))
         write_json(paths.metrics, metrics)
-        write_text(paths.assignments, _assignments_csv(dataset, labels))
+        write_assignments(paths.assignments, dataset, labels)
         write_npy(paths.centers, np.asarray(method.cluster_centers_))
         if trains:
             write_npy(paths.embeddings, method.embedding_)
@@ -434,20 +434,22 @@ def _architecture(config: RunConfig, dataset: ImageDataset, method, n_clusters: 
     return method.architecture((1 if config.grayscale else c, h, w), n_clusters)
 
 
-def _assignments_csv(dataset: ImageDataset, labels: np.ndarray) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+def write_assignments(path: Path, dataset: ImageDataset, labels: np.ndarray, *, chunk: int = 65536) -> None:
+    """``assignments.csv`` (sample_id, cluster, true_label and path where known), written atomically and
+    ``chunk`` rows at a time: the text of millions of rows is never held whole."""
     header = ["sample_id", "cluster"]
     if dataset.labels is not None:
         header.append("true_label")
     if dataset.paths is not None:
         header.append("path")
-    writer.writerow(header)
-    for i, cluster in enumerate(labels.tolist()):
-        row = [i, cluster]
-        if dataset.labels is not None:
-            row.append(int(dataset.labels[i]))
-        if dataset.paths is not None:
-            row.append(dataset.paths[i])
-        writer.writerow(row)
-    return buf.getvalue()
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        for start in range(0, len(labels), chunk):
+            stop = min(start + chunk, len(labels))
+            columns = [range(start, stop), labels[start:stop].tolist()]
+            if dataset.labels is not None:
+                columns.append(np.asarray(dataset.labels[start:stop], dtype=np.int64).tolist())
+            if dataset.paths is not None:
+                columns.append(dataset.paths[start:stop])
+            writer.writerows(zip(*columns, strict=True))

@@ -14,6 +14,7 @@ evaluate``, which compares methods from a table of result rows.
 
 from __future__ import annotations
 
+import array
 import base64
 import csv
 import dataclasses
@@ -26,7 +27,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ from ..run_folder import (
     RunFolderError,
     data_root,
     inside,
+    open_regular,
     read_array,
     read_config,
     read_json,
@@ -194,7 +196,7 @@ class _RunFiles:
                 problems.append(f"{paths.assignments} is unreadable ({err}); the page has no assignments.")
         else:
             problems.append("assignments.csv is missing: the run did not finish.")
-        embeddings = _read_npy(paths.embeddings, problems)
+        embeddings = _read_npy(paths.embeddings, problems, mapped=True)  # (N, d): read as drawn
         if embeddings is not None and (embeddings.ndim != 2 or len(embeddings) != clusters.size):
             problems.append(f"embeddings.npy has shape {embeddings.shape}, not one row per sample; ignored.")
             embeddings = None
@@ -486,16 +488,25 @@ def _confidence(run: _RunFiles, features) -> tuple[np.ndarray, str]:
             "distance to the cluster centre in the input space"
     else:
         return np.zeros(run.n), "unknown (no embedding or features available), images in data order"
-    space = np.asarray(space, dtype=np.float32)
-    centers = run.centers
     ids = np.unique(run.clusters)
+    centers = run.centers
     if centers is None or centers.ndim != 2 or centers.shape[1] != space.shape[1] \
             or ids.max() >= len(centers) or ids.min() < 0:
-        centers = np.zeros((int(ids.max()) + 1, space.shape[1]), np.float32)
-        for k in ids:
-            centers[k] = space[run.clusters == k].mean(axis=0)
+        sums = np.zeros((int(ids.max()) + 1, space.shape[1]))
+        for rows in _row_chunks(run.n):
+            np.add.at(sums, run.clusters[rows], np.asarray(space[rows], dtype=np.float64))
+        centers = sums / np.maximum(np.bincount(run.clusters, minlength=len(sums)), 1)[:, None]
         where += " (centre = mean of the cluster's points)"
-    return -np.linalg.norm(space - centers[run.clusters], axis=1), where
+    centers = np.asarray(centers, dtype=np.float32)
+    score = np.empty(run.n, dtype=np.float32)
+    for rows in _row_chunks(run.n):  # a chunk at a time: embeddings.npy may be millions of rows, mapped
+        part = np.asarray(space[rows], dtype=np.float32)
+        score[rows] = -np.linalg.norm(part - centers[run.clusters[rows]], axis=1)
+    return score, where
+
+
+def _row_chunks(n: int, size: int = 65536) -> Iterator[slice]:
+    return (slice(start, min(start + size, n)) for start in range(0, n, size))
 
 
 def _image_source(run: _RunFiles, dataset) -> Callable[[np.ndarray], np.ndarray] | None:
@@ -788,32 +799,53 @@ def _read_json(path: Path, problems: list[str] | None = None) -> dict | None:
         return None
 
 
-def _read_npy(path: Path, problems: list[str]) -> np.ndarray | None:
+def _read_npy(path: Path, problems: list[str], *, mapped: bool = False) -> np.ndarray | None:
     try:
-        return read_array(path, required=False, finite=False)
+        return read_array(path, required=False, finite=False, mapped=mapped)
     except RunFolderError as err:
         problems.append(f"{err} Ignored.")
         return None
 
 
 def _read_assignments(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
-    """Clusters, true labels and image paths of assignments.csv; each id in [0, number of rows)."""
-    text = read_regular(path, limit=MAX_CSV_BYTES).decode("utf-8")
-    rows = list(csv.DictReader(io.StringIO(text, newline="")))
-    if rows and "cluster" not in rows[0]:
-        raise ValueError("it has no 'cluster' column")
-    clusters = np.array([int(r["cluster"]) for r in rows], dtype=np.int64)
+    """Clusters, true labels and image paths of assignments.csv; each id in [0, number of rows).
+
+    Read a row at a time into integer arrays: a run of millions of images must not hold a Python dict
+    per row (that was ~0.4 KB per image, more than the rest of a run on a data cache)."""
+    clusters, labels, image_paths = array.array("q"), array.array("q"), []
+    with open_regular(path, limit=MAX_CSV_BYTES) as raw:
+        reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8", newline=""))
+        header = next(reader, [])
+        if not header:
+            return np.zeros(0, np.int64), None, None
+        if "cluster" not in header:
+            raise ValueError("it has no 'cluster' column")
+        at_cluster = header.index("cluster")
+        at_label = header.index("true_label") if "true_label" in header else None
+        at_path = header.index("path") if "path" in header else None
+        has_labels = at_label is not None
+        for row in reader:
+            cells = row + [""] * (len(header) - len(row))  # a short row reads as empty cells
+            clusters.append(int(cells[at_cluster]))
+            if has_labels:
+                if cells[at_label] == "":  # a row without its true label: no labels for the page
+                    has_labels = False
+                    labels = array.array("q")
+                else:
+                    labels.append(int(cells[at_label]))
+            if at_path is not None:
+                image_paths.append(cells[at_path])
+    clusters = np.frombuffer(clusters, dtype=np.int64) if clusters else np.zeros(0, np.int64)
     if clusters.size and (clusters.min() < 0 or clusters.max() >= clusters.size):
         raise ValueError(f"cluster numbers must lie in 0..{clusters.size - 1}; found {clusters.min()} to "
                          f"{clusters.max()}")
-    labels = None
-    if rows and "true_label" in rows[0] and all(r["true_label"] not in ("", None) for r in rows):
-        labels = np.array([int(r["true_label"]) for r in rows], dtype=np.int64)
-        if labels.min() < 0 or labels.max() >= max(labels.size, 2):
-            raise ValueError(f"true labels must lie in 0..{labels.size - 1}; found {labels.min()} to "
-                             f"{labels.max()}")
-    paths = [str(r["path"] or "") for r in rows] if rows and "path" in rows[0] else None
-    return clusters, labels, paths
+    true_labels = None
+    if has_labels and labels:
+        true_labels = np.frombuffer(labels, dtype=np.int64)
+        if true_labels.min() < 0 or true_labels.max() >= max(true_labels.size, 2):
+            raise ValueError(f"true labels must lie in 0..{true_labels.size - 1}; found {true_labels.min()} "
+                             f"to {true_labels.max()}")
+    return clusters, true_labels, (image_paths if at_path is not None and clusters.size else None)
 
 
 def _read_history(path: Path, problems: list[str]) -> list[dict]:

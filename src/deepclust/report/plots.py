@@ -63,7 +63,8 @@ def plot_embedding(Z: np.ndarray, labels: np.ndarray, path: str | os.PathLike, *
     if method not in ("pca", "tsne"):
         raise ValueError(f"method must be 'pca' or 'tsne'; got {method!r}.")
     max_points = check_positive_int(max_points, "max_points")
-    Z = check_features(Z, name="Z", dtype=np.float64)
+    if not (isinstance(Z, np.ndarray) and Z.ndim == 2):  # an array (e.g. memory-mapped) is checked below,
+        Z = check_features(Z, name="Z", dtype=np.float64)  # only in the rows drawn
     labels = check_labels(labels, name="labels")
     _check_same_length(Z, "Z", labels, "labels")
     if true_labels is not None:
@@ -72,7 +73,7 @@ def plot_embedding(Z: np.ndarray, labels: np.ndarray, path: str | os.PathLike, *
 
     # A random order (not sorted) so that no cluster is always drawn on top of the others.
     keep = check_random_state(random_state).permutation(Z.shape[0])[:max_points]
-    xy, axis_names = _to_2d(Z[keep], method, random_state)
+    xy, axis_names = _to_2d(check_features(Z[keep], name="Z", dtype=np.float64), method, random_state)
 
     panels = [("clusters", labels[keep])]
     if true_labels is not None:
