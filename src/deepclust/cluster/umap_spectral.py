@@ -2,9 +2,9 @@
 
 On the 1,797 bundled digits every Gaussian mixture on a UMAP map of the pixels makes the same mistake
 (the ones fall into two groups, and the eights share a cluster with the larger one: ACC ~0.88), while a
-normalised cut of a wide neighbour graph of the same map (80 neighbours, about half a class) keeps the
-eights apart and the ones together: ACC 0.95-0.97 over 8 UMAP seeds (benchmarks/RESULTS.md, "The
-digits' default: UMAP + spectral clustering"). Narrow graphs (20-50 neighbours) cut off small dense
+normalised cut of a wide neighbour graph of the same map (80 neighbours, about half a class) gives the
+eights their own cluster: ACC 0.95-0.97 over 8 UMAP seeds (benchmarks/RESULTS.md, "The digits' default:
+UMAP + spectral clustering"). Narrow graphs (20-50 neighbours) cut off small dense
 groups instead and are not stable across seeds.
 
 Spectral clustering: Shi & Malik 2000 (normalised cut), Ng, Jordan & Weiss 2002; the labels are read
