@@ -11,6 +11,7 @@ from pathlib import Path
 from . import __version__, _argtypes, determinism
 from ._errors import describe_error, sigterm_as_interrupt
 from .config import DEFAULT_METHOD, PHOTO_METHOD
+from .pipeline.defaults import SMALL_SET_IMAGES, SMALL_SET_METHOD, SMALL_SET_SIDE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "~/.cache/deepclust/features)")
     run.add_argument("--method", choices=_method_names(), default=None,
                      help=f"clustering method (default: chosen from the data: a folder of colour photos gets "
-                          f"pretrained features and {PHOTO_METHOD}, anything else {DEFAULT_METHOD}): "
+                          f"pretrained features and {PHOTO_METHOD}, fewer than {SMALL_SET_IMAGES:,} grey "
+                          f"images of at most {SMALL_SET_SIDE} x {SMALL_SET_SIDE} pixels {SMALL_SET_METHOD}, "
+                          f"anything else {DEFAULT_METHOD}): "
                           + "; ".join(f"{name}: {summary}" for name, summary in _method_summaries()))
     run.add_argument("-k", "--clusters", type=_clusters_arg, default=None, metavar="K|auto",
                      help="number of clusters, or 'auto' to try --k-range and keep the k with the best "
@@ -107,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="dec, idec and dcn: train the clustering stage on randomly shifted and rotated "
                            "views, targets from the clean images (DEC-DA); images only (default: the "
                            "method's recipe for the data, else off)")
-    manifold = run.add_argument_group("the UMAP stage (n2d, umap-gmm)")
+    manifold = run.add_argument_group("the UMAP stage (n2d, umap-gmm, umap-spectral)")
     manifold.add_argument("--umap-neighbors", type=int, default=20, metavar="N",
                           help="UMAP's neighbourhood size (default: 20, as N2D)")
     manifold.add_argument("--umap-dim", type=int, default=None, metavar="D",

@@ -29,7 +29,7 @@ OPTION_GROUPS = {
     "kmeans": "k-means on the input (restarts, iterations, back end)",
     "autoencoder": "autoencoder pretraining (architecture, epochs, optimiser, loss, augmentation)",
     "clustering_stage": "the trained clustering stage of DEC, IDEC and DCN",
-    "manifold": "the UMAP map that N2D and umap-gmm cluster in",
+    "manifold": "the UMAP map that N2D, umap-gmm and umap-spectral cluster in",
     "scan": "SCAN's neighbours, training epochs and self-labelling",
     "self_labelling": "N2D's last stage: a convnet trained on the confident clusters' augmented views",
     "convnet": "the convnet DeepCluster trains on pseudo-labels: network, front end, epochs, optimisers",
@@ -88,7 +88,7 @@ class RunConfig:
     cluster_optimizer: str | None = _option(None, "clustering_stage")
     cluster_lr: float | None = _option(None, "clustering_stage")
     cluster_augment: bool | None = _option(None, "clustering_stage")  # None: the recipe's, else off
-    # the UMAP manifold stage (n2d, umap-gmm)
+    # the UMAP manifold stage (n2d, umap-gmm, umap-spectral)
     umap_neighbors: int = _option(20, "manifold", param="n_neighbors")
     umap_dim: int | None = _option(None, "manifold", param="manifold_dim")  # None: n_clusters
     umap_metric: str = _option("euclidean", "manifold", param="metric")

@@ -3,5 +3,6 @@
 from .kmeans import KMeans
 from .scan import SCAN
 from .umap_gmm import UMAPGMM
+from .umap_spectral import UMAPSpectral
 
-__all__ = ["KMeans", "SCAN", "UMAPGMM"]
+__all__ = ["KMeans", "SCAN", "UMAPGMM", "UMAPSpectral"]

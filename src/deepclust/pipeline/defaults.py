@@ -4,6 +4,11 @@
   (``config.PHOTO_BACKBONE``, which works offline) clustered by ``config.PHOTO_METHOD``, the best pipeline
   measured on such features (benchmarks/RESULTS.md). Pixels and autoencoders are near chance on photos.
 - Backbone features asked for with ``--backbone``: the same ``PHOTO_METHOD``.
+- Fewer than :data:`SMALL_SET_IMAGES` grey images of at most :data:`SMALL_SET_SIDE` x
+  :data:`SMALL_SET_SIDE` pixels (the 1,797 bundled digits), once the data are loaded:
+  :data:`SMALL_SET_METHOD` on the pixels, which beat N2D there in less time (benchmarks/RESULTS.md,
+  "The digits' default: UMAP + spectral clustering"), unless an option of N2D's own (autoencoder,
+  self-labelling) was given.
 - Anything else (grey digits, objects, small images): :data:`deepclust.config.DEFAULT_METHOD`.
 """
 
@@ -14,8 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import distributed as D
 from ..config import DEFAULT_METHOD, PHOTO_BACKBONE, PHOTO_METHOD, RunConfig
+from ..methods import method_class
 from .folder import folder_layout
+
+#: Grey sets of fewer than this many images of at most SMALL_SET_SIDE pixels a side get SMALL_SET_METHOD
+#: when no method is named: on the 1,797 8 x 8 digits N2D's autoencoder adds time and no accuracy. Larger
+#: images keep N2D: on USPS's 2,007 test images (16 x 16) UMAP + spectral clustering of the pixels gave
+#: 0.61 (UMAP + GMM 0.69; N2D 0.96 on all 9,298 USPS images); from 5,000 images N2D's recipe (with
+#: self-labelling) is measured best (MNIST, USPS).
+SMALL_SET_IMAGES = 5000
+SMALL_SET_SIDE = 8
+SMALL_SET_METHOD = "umap-spectral"
 
 _SAMPLE = 8  # image files looked at to tell colour from grey
 
@@ -33,6 +49,29 @@ def choose_pipeline(config: RunConfig) -> tuple[RunConfig, str | None]:
                 f"colour photos: {PHOTO_BACKBONE} features clustered by {PHOTO_METHOD} (pass --method, "
                 "and --backbone, to choose)")
     return dataclasses.replace(config, method=DEFAULT_METHOD), None
+
+
+def method_for_data(config: RunConfig, image_shape: tuple[int, ...],
+                    n_samples: int) -> tuple[RunConfig, str | None]:
+    """``config`` (whose method was chosen by default) with :data:`SMALL_SET_METHOD` for a small set of
+    tiny grey images (``n_samples`` of ``image_shape``, (H, W, C)), and why; unchanged (and None)
+    otherwise, or when an option only the default method reads was given."""
+    tiny_grey = max(image_shape[:2]) <= SMALL_SET_SIDE and (len(image_shape) < 3 or image_shape[2] == 1)
+    if (config.method != DEFAULT_METHOD or n_samples >= SMALL_SET_IMAGES or not tiny_grey
+            or D.is_distributed()):  # under torchrun N2D trains across the processes
+        return config, None
+    own = set(method_class(DEFAULT_METHOD).option_groups) - set(method_class(SMALL_SET_METHOD).option_groups)
+    defaults = RunConfig()
+    if any(value != getattr(defaults, name) for name, value in config.part(*own).items()):
+        return config, None  # --pretrain, -a, --self-label-rounds ...: the user wants the autoencoder
+    return dataclasses.replace(config, method=SMALL_SET_METHOD), small_set_note(n_samples)
+
+
+def small_set_note(n_samples: int) -> str:
+    """Why a run of ``n_samples`` tiny grey images got :data:`SMALL_SET_METHOD` (printed, and kept in
+    ``config.json``)."""
+    return (f"{n_samples:,} grey images of at most {SMALL_SET_SIDE} x {SMALL_SET_SIDE} pixels: "
+            f"{SMALL_SET_METHOD} on the pixels, the best measured on such sets (--method to choose)")
 
 
 def _colour_photo_folder(dataset: str) -> bool:

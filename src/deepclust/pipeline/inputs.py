@@ -16,6 +16,7 @@ from ..methods import method_class
 from ..progress import progress_enabled
 from ..recipes import apply_recipe
 from ..traits import IMAGES
+from .defaults import method_for_data
 from .folder import fit_config, folder_layout
 
 
@@ -42,14 +43,21 @@ def load_inputs(config: RunConfig, *,
     return dataset, *_checked(config, dataset, X, images)
 
 
-def load_run_inputs(config: RunConfig) -> tuple[RunConfig, dict | None, ImageDataset, np.ndarray, int | str]:
+def load_run_inputs(config: RunConfig, *, choose_method: bool = False,
+                    ) -> tuple[RunConfig, dict | None, ImageDataset, np.ndarray, int | str]:
     """A run's pixels (a folder's train/ when test/ is held out), with ``config`` completed by the
     method's recipe for their shape and number (:mod:`deepclust.recipes`), and that recipe's record.
 
-    A recipe that resizes the images (COIL-20's objects to 64 x 64) has them loaded again at that size.
+    ``choose_method`` (no method was named): the method may change for these data
+    (:func:`~deepclust.pipeline.defaults.method_for_data`); ``config.method`` says which. A recipe that
+    resizes the images (COIL-20's objects to 64 x 64) has them loaded again at that size.
     """
     dataset, X, n_clusters = load_inputs(fit_config(config))
     channels = 1 if config.grayscale else dataset.images.shape[-1]
+    if choose_method:
+        config, why = method_for_data(config, (*dataset.images.shape[1:3], channels), len(X))
+        if why is not None:  # the new method may take its input in another form (vectors, not images)
+            dataset, X, n_clusters = load_inputs(fit_config(config))
     config, recipe = apply_recipe(config, method_class(config.method), (*dataset.images.shape[1:3], channels),
                                   len(X), n_clusters)
     if recipe is not None and "size" in recipe["options"]:

@@ -41,7 +41,7 @@ from ..progress import progress_enabled
 from ..report.page import try_write_report
 from ..runs import RunPaths, create_run_dir, set_status, versions
 from .build import build_method
-from .defaults import choose_pipeline
+from .defaults import choose_pipeline, small_set_note
 from .folder import after_fit, fit_config, summary_lines
 from .inputs import auto_k_values, load_backbone_inputs, load_run_inputs
 from .memory import check_network
@@ -91,6 +91,7 @@ def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
     ``resume`` continues an interrupted run in its own folder from its last checkpoint. One process at a
     time writes a run folder (``RunLock``); a second ``--resume`` of a run in progress is refused.
     """
+    by_default = config.method is None
     config, chosen = choose_pipeline(config)  # no method named: chosen from the data
     config = absolute_paths(validate(config))  # every option checked before anything is written
     if config.deterministic:
@@ -99,7 +100,7 @@ def run(config: RunConfig, *, resume: str | Path | None = None) -> RunResult:
     try:
         if chosen:
             print(f"deepclust: {chosen}", file=sys.stderr)
-        return _run(config, resume, chosen)
+        return _run(config, resume, chosen, choose_method=by_default and chosen is None)
     finally:
         if lock is not None:
             lock.release()
@@ -115,8 +116,9 @@ def pin_deterministic() -> None:
               file=sys.stderr)
 
 
-def _run(config: RunConfig, resume, chosen: str | None = None) -> RunResult:
-    """``run`` once its options are checked (and a resumed folder is locked by the caller)."""
+def _run(config: RunConfig, resume, chosen: str | None = None, *, choose_method: bool = False) -> RunResult:
+    """``run`` once its options are checked (and a resumed folder is locked by the caller);
+    ``choose_method``: no method was named, so the data may choose it (``defaults.method_for_data``)."""
     if not resume:
         check_output_folder(config.out)  # a bad --out fails before any work
     backbone = None  # what the pretrained backbone is, when one makes the features
@@ -127,7 +129,11 @@ def _run(config: RunConfig, resume, chosen: str | None = None) -> RunResult:
         dataset, X, n_clusters, backbone = load_backbone_inputs(fit_config(config))
         embedding_seconds = round(time.perf_counter() - tick, 4)  # extraction, or reading the cache
     else:  # options left unset come from the method's recipe for these data
-        config, recipe, dataset, X, n_clusters = load_run_inputs(config)
+        default = config.method
+        config, recipe, dataset, X, n_clusters = load_run_inputs(config, choose_method=choose_method)
+        if config.method != default:
+            chosen = small_set_note(X.shape[0])
+            print(f"deepclust: {chosen}", file=sys.stderr)
         if resume:  # the saved options already hold the recipe's values; keep the record of them
             recipe = _saved_recipe(RunPaths(Path(resume)))
     check_with_data(config, X.shape[0])
