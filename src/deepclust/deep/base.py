@@ -207,12 +207,14 @@ class DeepClusterer(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator)
             train_autoencoder(model, X, settings, device=self._device, generator=self._generator,
                               optimizer=optimizer, loop=loop, on_epoch=on_epoch)
         self.autoencoder_ = model.eval()
-        Z = self._embed_all(X)
-        # Under torchrun k-means is collective over the ranks' contiguous shards of Z: the same centres
-        # on every rank, and the gathered labels are one process's.
+        # Under torchrun each rank encodes its contiguous shard and k-means is collective over the shards
+        # (the same centres on every rank; the gathered labels are one process's). The whole embedding
+        # is gathered only after k-means, so a rank never holds it and k-means's working set at once.
+        part = encode(model, X, device=self._device, rows=D.shard_slice(X.shape[0]))
         km = KMeans(n_clusters, n_init=self.n_init, init_size=None,
                     random_state=stage_seed(self._base_seed(), "kmeans"))
-        km.fit(Z[D.shard_slice(len(Z))].numpy())
+        km.fit(part.numpy())
+        Z = torch.from_numpy(D.concat_shards(part.numpy())) if D.is_distributed() else part
         return Initialization(model, Z, D.concat_shards(km.labels_), km.cluster_centers_)
 
     def predict(self, X) -> np.ndarray:
