@@ -119,3 +119,13 @@ def test_a_cache_that_cannot_be_written_or_read_never_fails_the_call(cache_dir, 
     reader = numba.njit(_add_one)
     assert cache_dispatcher(reader)
     assert reader(np.float64(4.0)) == 5.0
+
+
+def test_numba_internals_that_differ_leave_umap_compiling(monkeypatch):
+    """A numba whose internals moved (the cache classes used here) must not break UMAP: no cache, no error."""
+    def moved():
+        raise ImportError("cannot import name 'NullCache'")
+
+    monkeypatch.setattr(numba_cache, "_done", False)
+    monkeypatch.setattr(numba_cache, "umap_dispatchers", moved)
+    assert numba_cache.enable_umap_cache() == 0

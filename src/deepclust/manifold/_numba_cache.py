@@ -66,7 +66,10 @@ def enable_umap_cache() -> int:
     if _done or os.environ.get("DEEPCLUST_NUMBA_CACHE", "1") == "0":
         return 0
     _done = True
-    return sum(cache_dispatcher(dispatcher) for dispatcher in umap_dispatchers())
+    try:
+        return sum(cache_dispatcher(dispatcher) for dispatcher in umap_dispatchers())
+    except Exception:  # noqa: BLE001 - numba internals of another version: UMAP compiles as it always did
+        return 0
 
 
 def cache_dispatcher(dispatcher) -> bool:
