@@ -47,8 +47,7 @@ def main() -> None:
                                 ("fraction", float, 0.5), ("n_neighbors", int, 20), ("width", int, 16),
                                 ("batch_size", int, 128),
                                 ("lr", float, 1e-3), ("shift", float, 0.1), ("degrees", float, 15.0),
-                                ("scale", float, 0.1), ("consistency", float, 0.0),
-                                ("threshold", float, 0.95)):
+                                ("scale", float, 0.1)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default)
     parser.add_argument("--no-features", action="store_true", help="select by probability alone")
     args = parser.parse_args()
@@ -68,8 +67,7 @@ def main() -> None:
         return
     saved = np.load(cache)
     params = {k: getattr(args, k) for k in ("rounds", "epochs", "min_steps", "fraction", "n_neighbors",
-                                            "width", "batch_size", "lr", "shift", "degrees", "scale",
-                                            "consistency", "threshold")}
+                                            "width", "batch_size", "lr", "shift", "degrees", "scale")}
     sl = SelfLabel(**params, random_state=stage_seed(args.seed, "self-label"),  # as N2D seeds it
                    verbose=False).fit(X, saved["posterior"], None if args.no_features else saved["embedding"])
     sel = [round(s, 3) for s in sl.selected_]

@@ -96,8 +96,7 @@ def test_self_label_corrects_doubtful_labels_and_is_deterministic(toy, one_torch
 
 
 @pytest.mark.parametrize(("params", "match"), [({"rounds": 0}, "rounds"), ({"fraction": 1.5}, "fraction"),
-                                               ({"lr": 0.0}, "lr"), ({"consistency": -1.0}, "consistency"),
-                                               ({"threshold": 1.5}, "threshold")])
+                                               ({"lr": 0.0}, "lr")])
 def test_bad_parameters_name_themselves(toy, params, match):
     X, y = toy
     with pytest.raises(ValueError, match=match):
@@ -168,26 +167,3 @@ def test_images_read_from_a_data_cache_give_the_same_labels(toy, tmp_path, one_t
     a = SelfLabel(**params, random_state=1).fit(rows, proba, _embedding(y))
     b = SelfLabel(**params, random_state=1).fit(rows[:], proba, _embedding(y))
     assert np.array_equal(a.labels_, b.labels_)
-
-
-def test_consistency_on_the_unselected_points_is_seeded_and_learns(toy, one_torch_thread, monkeypatch):
-    """The FixMatch-style term runs on points outside the selected half, only where the weak view's
-    prediction is confident, and the fit stays deterministic and corrects the flipped labels."""
-    from deepclust.deep import self_label
-
-    X, y = toy
-    proba = _noisy_proba(y, 0.2)
-    drawn = []
-    real = SelfLabel._consistency_loss
-    monkeypatch.setattr(SelfLabel, "_consistency_loss",
-                        lambda self, net, X_, rest, m, gen, device: drawn.append(rest) or real(
-                            self, net, X_, rest, m, gen, device))
-    a = SelfLabel(**SMALL, consistency=1.0, threshold=0.9, random_state=3).fit(X, proba, _embedding(y))
-    selected_once = a.selected_[0]
-    assert drawn and all(r.numel() == round((1 - selected_once) * len(y)) for r in drawn[:1])
-    assert (a.labels_ == y).mean() > 0.95
-    b = SelfLabel(**SMALL, consistency=1.0, threshold=0.9, random_state=3).fit(X, proba, _embedding(y))
-    assert np.array_equal(a.proba_, b.proba_)
-    off = SelfLabel(**SMALL, random_state=3).fit(X, proba, _embedding(y))
-    assert not np.array_equal(a.proba_, off.proba_)  # the term changed the training
-    assert self_label.SelfLabel().consistency == 0.0  # off unless asked for

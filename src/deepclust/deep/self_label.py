@@ -142,13 +142,6 @@ class SelfLabel(BaseEstimator):
         Adam's learning rate (weight decay 1e-4).
     shift, degrees, scale : float, default=0.1, 15, 0.1
         The augmentation (see :func:`augment_views`).
-    consistency : float, default=0.0
-        Weight of a FixMatch-style term (Sohn et al. 2020) on the points *not* selected: each batch also
-        draws as many of them, labels each by the network's own prediction on a mildly augmented view
-        where that prediction's probability is at least ``threshold``, and asks the same of a strongly
-        augmented view (twice the shifts, rotations and scaling). 0 turns it off.
-    threshold : float, default=0.95
-        Confidence a prediction needs to teach the strong view.
     device : str, default="cpu"
     random_state : int or None
     verbose : bool or None
@@ -167,8 +160,8 @@ class SelfLabel(BaseEstimator):
 
     def __init__(self, *, rounds: int = 2, epochs: int = 10, min_steps: int = 300, fraction: float = 0.5,
                  n_neighbors: int = 20, width: int = 16, batch_size: int = 128, lr: float = 1e-3,
-                 shift: float = 0.1, degrees: float = 15.0, scale: float = 0.1, consistency: float = 0.0,
-                 threshold: float = 0.95, device: str = "cpu", random_state=None, verbose=None):
+                 shift: float = 0.1, degrees: float = 15.0, scale: float = 0.1, device: str = "cpu",
+                 random_state=None, verbose=None):
         self.rounds = rounds
         self.epochs = epochs
         self.min_steps = min_steps
@@ -180,8 +173,6 @@ class SelfLabel(BaseEstimator):
         self.shift = shift
         self.degrees = degrees
         self.scale = scale
-        self.consistency = consistency
-        self.threshold = threshold
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -220,7 +211,6 @@ class SelfLabel(BaseEstimator):
                                                                                         proba)
             keep = select_confident(labels, scores, float(self.fraction), k)
             idx, targets = torch.nonzero(keep).flatten(), labels[keep]
-            rest = torch.nonzero(~keep).flatten()  # taught by consistency, when it is on
             self.selected_.append(float(keep.float().mean()))
             counts = torch.bincount(targets, minlength=k).float()
             weight = torch.where(counts > 0, counts.sum() / counts.clamp(min=1) / k, 0.0).to(device)
@@ -236,9 +226,6 @@ class SelfLabel(BaseEstimator):
                     x = augment_views(X[idx[batch]], gen, shift=self.shift, degrees=self.degrees,
                                       scale=self.scale).to(device)
                     loss = F.cross_entropy(net(x), targets[batch].to(device), weight=weight)
-                    if self.consistency > 0 and rest.numel() > 1:
-                        loss = loss + self.consistency * self._consistency_loss(net, X, rest, batch.numel(),
-                                                                                gen, device)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -258,29 +245,13 @@ class SelfLabel(BaseEstimator):
         self.fit_seconds_ = time.perf_counter() - start
         return self
 
-    def _consistency_loss(self, net: nn.Module, X, rest: torch.Tensor, m: int, gen: torch.Generator,
-                          device) -> torch.Tensor:
-        """FixMatch's unlabelled term on ``m`` of the ``rest`` (unselected) points: cross-entropy of a
-        strong view against the prediction on a weak view, where that prediction is confident."""
-        pick = rest[torch.randint(rest.numel(), (max(m, 2),), generator=gen)]
-        images = X[pick]
-        weak = augment_views(images, gen, shift=self.shift / 2, degrees=self.degrees / 2,
-                             scale=self.scale / 2).to(device)
-        strong = augment_views(images, gen, shift=self.shift * 2, degrees=self.degrees * 2,
-                               scale=min(self.scale * 2, 0.5)).to(device)
-        with torch.no_grad():
-            confidence, pseudo = net(weak).softmax(1).max(1)
-        mask = (confidence >= self.threshold).float()
-        return (F.cross_entropy(net(strong), pseudo, reduction="none") * mask).mean()
-
     def _check_params(self) -> None:
         for name in ("rounds", "epochs", "width", "batch_size", "n_neighbors"):
             check_positive_int(getattr(self, name), name)
         check_positive_int(self.min_steps, "min_steps", minimum=0)
         for name, low, high in (("fraction", 0.0, 1.0),
                                 ("shift", 0.0, 1.0), ("degrees", 0.0, 180.0),
-                                ("scale", 0.0, 0.9), ("lr", 0.0, math.inf),
-                                ("consistency", 0.0, math.inf), ("threshold", 0.0, 1.0)):
+                                ("scale", 0.0, 0.9), ("lr", 0.0, math.inf)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value <= high:
                 raise ValueError(f"{name} must be a number in [{low:g}, {high:g}]; got {value!r}.")
