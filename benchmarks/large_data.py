@@ -90,16 +90,13 @@ def worker(argv: list[str]) -> int:
     """One torchrun process: ``deepclust run`` with ``argv``; report peak RSS and peak anonymous memory."""
     from deepclust.cli import main
 
-    peak_anon = [0]
     done = threading.Event()
-
     main_thread = threading.main_thread().ident
     where: dict[str, tuple[int, str]] = {}  # kind -> (peak KiB, the main thread's deepclust frames then)
 
     def watch() -> None:
         while not done.wait(0.2):
             memory = _memory_kib()
-            peak_anon[0] = max(peak_anon[0], memory["RssAnon"])
             for kind in ("RssAnon", "RssFile", "VmRSS"):
                 if memory[kind] > where.get(kind, (0, ""))[0]:
                     where[kind] = (memory[kind], _deepclust_stack(main_thread))
@@ -114,7 +111,7 @@ def worker(argv: list[str]) -> int:
     print("RESULT " + json.dumps({"rank": int(os.environ.get("RANK", 0)), "status": status,
                                   "seconds": round(time.perf_counter() - start, 1),
                                   "maxrss_mib": round(maxrss_kib / 1024),
-                                  "peak_anon_mib": round(peak_anon[0] / 1024),
+                                  "peak_anon_mib": round(where.get("RssAnon", (0, ""))[0] / 1024),
                                   "peaks": {kind: [round(kib / 1024), stack]
                                             for kind, (kib, stack) in where.items()}}), flush=True)
     return status
