@@ -214,7 +214,7 @@ class DeepClusterer(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator)
         km = KMeans(n_clusters, n_init=self.n_init, init_size=None,
                     random_state=stage_seed(self._base_seed(), "kmeans"))
         km.fit(part.numpy())
-        Z = torch.from_numpy(D.concat_shards(part.numpy())) if D.is_distributed() else part
+        Z = torch.from_numpy(D.concat_shards(part.numpy()))  # in one process: part itself, no copy
         return Initialization(model, Z, D.concat_shards(km.labels_), km.cluster_centers_)
 
     def predict(self, X) -> np.ndarray:
