@@ -93,6 +93,8 @@ def worker(argv: list[str]) -> int:
     done = threading.Event()
     main_thread = threading.main_thread().ident
     where: dict[str, tuple[int, str]] = {}  # kind -> (peak KiB, the main thread's deepclust frames then)
+    timeline: list[tuple[float, int, str]] = []  # (seconds, anonymous MiB, frames) at each 8 MiB step
+    start = time.perf_counter()
 
     def watch() -> None:
         while not done.wait(0.2):
@@ -100,20 +102,25 @@ def worker(argv: list[str]) -> int:
             for kind in ("RssAnon", "RssFile", "VmRSS"):
                 if memory[kind] > where.get(kind, (0, ""))[0]:
                     where[kind] = (memory[kind], _deepclust_stack(main_thread))
+            anon = memory["RssAnon"] // 1024
+            if not timeline or abs(anon - timeline[-1][1]) >= 8:
+                timeline.append((round(time.perf_counter() - start, 1), anon, _deepclust_stack(main_thread)))
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
-    start = time.perf_counter()
     status = main(["run", *argv])
     done.set()
     thread.join()
     maxrss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    traced = {"timeline": timeline} if os.environ.get("LARGE_DATA_TIMELINE") else {}
     print("RESULT " + json.dumps({"rank": int(os.environ.get("RANK", 0)), "status": status,
                                   "seconds": round(time.perf_counter() - start, 1),
                                   "maxrss_mib": round(maxrss_kib / 1024),
                                   "peak_anon_mib": round(where.get("RssAnon", (0, ""))[0] / 1024),
                                   "peaks": {kind: [round(kib / 1024), stack]
-                                            for kind, (kib, stack) in where.items()}}), flush=True)
+                                            for kind, (kib, stack) in where.items()},
+                                  **traced}),
+          flush=True)
     return status
 
 
@@ -124,6 +131,9 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=2)
     parser.add_argument("--pretrain", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("/tmp/deepclust-large"))
+    parser.add_argument("--timeline", action="store_true",
+                        help="also record each process's anonymous memory at every 8 MiB step and where "
+                             "its main thread was then")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.worker:
@@ -140,7 +150,8 @@ def main() -> None:
                str(args.procs), __file__, "--worker", "--", "-d", str(cache), "--method", "ae-kmeans",
                "--pretrain", str(args.pretrain), "--seed", "0", "--no-progress",
                "--out", str(args.work / "runs")]
-        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.procs))}
+        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.procs)),
+               **({"LARGE_DATA_TIMELINE": "1"} if args.timeline else {})}
         tick = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - tick
