@@ -8,6 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import sklearn.metrics
 import torch
 from scipy.spatial.distance import cdist
 from sklearn.datasets import make_blobs
@@ -41,6 +42,21 @@ def test_exact_silhouette_equals_sklearn(n, k, singletons):
                       "sample_size": None, "std_error": None}
     # Small inputs are exact under "auto" as well.
     assert silhouette_score(X, y) == report["value"]
+
+
+@pytest.mark.parametrize("block_floats", [7 * 8, 7 * 64])  # 8 or 64 points per block of d + 2 = 7 floats
+def test_silhouette_in_blocks_of_points_equals_sklearn(monkeypatch, block_floats):
+    # The pass over all N points a block at a time (so memory does not grow with N): rows fall in every
+    # block, some blocks miss clusters, a singleton cluster lies in one block.
+    monkeypatch.setattr(internal, "_CACHE_ELEMENTS", block_floats)
+    X, y = blobs(301, 6, singletons=2, seed=3)
+    assert internal._column_block(301, 5) < 301
+    report = silhouette_report(X, y, sample_size=None)
+    assert report["value"] == pytest.approx(sklearn_silhouette(X, y), abs=1e-5)
+    sampled = silhouette_report(X, y, sample_size=40, random_state=1)
+    rows = np.sort(np.random.default_rng(1).choice(301, size=40, replace=False))
+    expected = sklearn.metrics.silhouette_samples(X, y)[rows].mean()
+    assert sampled["value"] == pytest.approx(expected, abs=1e-5)
 
 
 def test_silhouette_handles_arbitrary_ids_images_and_tensors():
@@ -158,7 +174,8 @@ def test_sampled_dunn_is_stratified_and_never_below_exact():
         # A subsample's separation can only grow and its diameters only shrink.
         assert report["value"] >= exact * (1 - 1e-9)
     data = internal._prepare(X, y, "test")
-    picked = internal._stratified_positions(data, 300, np.random.default_rng(0))
+    picked = internal._stratified_rows(data, 300, np.random.default_rng(0))
+    assert np.all(np.diff(data.codes[picked]) >= 0)  # grouped by cluster
     per_cluster = np.bincount(data.codes[picked], minlength=data.counts.size)
     assert np.all(per_cluster >= np.minimum(data.counts, 2))  # the singleton is kept
     big = data.counts > 100

@@ -1,11 +1,12 @@
 """Internal metrics: judge a clustering from the features alone (no true labels).
 
 Both metrics need Euclidean distances between (many) pairs of points. They never build an N x N matrix:
-points are sorted by cluster, distances are computed for a block of rows at a time with one float32 GEMM
-(``||x||^2 - 2 x.y + ||y||^2`` folded into the product, clamped at 0, on mean-centred data to limit
-cancellation), and each block
-is reduced at once over the contiguous column segment of every cluster (sum, min or max). Memory beyond
-a sorted copy of ``X`` is ``chunk_size x N`` floats (at most 16M, 64 MiB, by default).
+distances are computed for a block of rows against a block of points grouped by cluster, with one float32
+GEMM (``||x||^2 - 2 x.y + ||y||^2`` folded into the product, clamped at 0, on mean-centred data to limit
+cancellation), and each block is reduced at once over the contiguous segment of every cluster (sum, min
+or max). A sampled silhouette holds its rows, their per-cluster sums and one block of points (16 MiB), so
+its memory does not grow with N; the exact metrics and Dunn's subsample hold a centred copy of the points
+they use. Distance blocks are at most 16M floats (64 MiB).
 
 **Exact or sampled.** The cost of a call is about ``pairs x (n_features + 64)`` multiply-add equivalents
 (the 64 stands for the per-distance clamp, sqrt and reductions, measured on CPU). With
@@ -65,17 +66,27 @@ class DunnReport(TypedDict):
 
 
 @dataclass(frozen=True)
-class _Sorted:
-    """The input validated and ordered by cluster, so each cluster is a contiguous block."""
+class _Labelled:
+    """The input validated: features in their original order and each row's cluster code."""
 
-    X: np.ndarray  # (n, d) float32, the validated features in their original order
-    order: np.ndarray  # (n,) positions in X, sorted by cluster
-    codes: np.ndarray  # (n,) cluster codes 0..k-1 of X[order], ascending
+    X: np.ndarray  # (n, d) float32
+    codes: np.ndarray  # (n,) cluster codes 0..k-1
     counts: np.ndarray  # (k,) cluster sizes
-    starts: np.ndarray  # (k,) first sorted position of each cluster
+    mean: np.ndarray  # (d,) float32 mean of X: every distance is computed on centred points
+
+    def grouped(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``rows`` (default: all) reordered by cluster, keeping their order within a cluster, and their
+        codes: each cluster becomes a contiguous block."""
+        codes = self.codes if rows is None else self.codes[rows]
+        order = np.argsort(codes, kind="stable")
+        return (order if rows is None else rows[order]), codes[order]
+
+    def members(self, cluster: int) -> np.ndarray:
+        """Rows of one cluster, ascending."""
+        return np.flatnonzero(self.codes == cluster)
 
 
-def _prepare(X: ArrayLike, labels: ArrayLike, metric: str) -> _Sorted:
+def _prepare(X: ArrayLike, labels: ArrayLike, metric: str) -> _Labelled:
     X = check_features(X)
     labels = check_labels(labels, name="labels")
     n = X.shape[0]
@@ -89,9 +100,13 @@ def _prepare(X: ArrayLike, labels: ArrayLike, metric: str) -> _Sorted:
     if not 2 <= k <= n - 1:
         raise ValueError(f"{metric} needs 2 <= n_clusters <= n_samples - 1; got n_clusters={k} for "
                          f"n_samples={n}.")
-    order = np.argsort(codes, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    return _Sorted(X, order, codes[order], counts, starts)
+    return _Labelled(X, codes, counts, X.mean(axis=0, dtype=np.float64).astype(np.float32))
+
+
+def _segment_starts(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For codes sorted ascending: the clusters present and where each one's block starts."""
+    present = np.flatnonzero(np.bincount(codes))
+    return present, np.searchsorted(codes, present)
 
 
 def _check_sample_size(sample_size, name: str = "sample_size") -> None:
@@ -112,17 +127,21 @@ class _Points:
     """Points prepared for one-GEMM distances: ``[x, ||x||^2, 1] . [-2y, 1, ||y||^2] = ||x - y||^2``.
 
     Only the column form ``[-2y, 1, ||y||^2]`` is stored, (n, d + 2) float32: a row form is rebuilt from it
-    (halving -2y is exact). The points are mean-centred first (in float64), which keeps ``||x||^2`` small
-    next to the distances and so limits float32 cancellation. Folding the norms into the GEMM saves two
-    passes over every distance block.
+    (halving -2y is exact). The points are centred on the mean of all the data first (``mean``), which
+    keeps ``||x||^2`` small next to the distances and so limits float32 cancellation. Folding the norms
+    into the GEMM saves two passes over every distance block.
     """
 
-    def __init__(self, X: np.ndarray, rows: np.ndarray, device: torch.device):
-        n, d = rows.size, X.shape[1]
+    def __init__(self, X: np.ndarray, rows: np.ndarray | slice, device: torch.device, mean: np.ndarray):
+        picked = X[rows] if isinstance(rows, slice) else None
+        n, d = (picked.shape[0] if picked is not None else rows.size), X.shape[1]
         cols = np.empty((n, d + 2), dtype=np.float32)
         points = cols[:, :d]
-        np.take(X, rows, axis=0, out=points, mode="clip")  # "clip": unbuffered (indices are valid)
-        points -= X.mean(axis=0, dtype=np.float64).astype(np.float32)
+        if picked is not None:
+            points[:] = picked
+        else:
+            np.take(X, rows, axis=0, out=points, mode="clip")  # "clip": unbuffered (indices are valid)
+        points -= mean
         cols[:, d] = 1.0
         cols[:, d + 1] = np.einsum("ij,ij->i", points, points, dtype=np.float64)
         points *= -2.0
@@ -132,11 +151,13 @@ class _Points:
     def __len__(self) -> int:
         return self.cols.shape[0]
 
-    def distances(self, rows: torch.Tensor | slice, cols: slice = slice(None)) -> torch.Tensor:
-        """Euclidean distances from the points ``rows`` to the points ``cols``: (b, m) float32."""
+    def distances(self, rows: torch.Tensor | slice, cols: slice = slice(None),
+                  other: _Points | None = None) -> torch.Tensor:
+        """Euclidean distances from the points ``rows`` to the points ``cols`` (of ``other``, default
+        these): (b, m) float32."""
         c = self.cols[rows]  # (b, d + 2)
         r = torch.cat([c[:, :self.d] * -0.5, c[:, self.d + 1:], c[:, self.d:self.d + 1]], dim=1)
-        D = torch.mm(r, self.cols[cols].T)  # (b, m) squared distances, up to rounding
+        D = torch.mm(r, (self if other is None else other).cols[cols].T)  # (b, m) squared, up to rounding
         return D.clamp_(min=0.0).sqrt_()
 
 
@@ -174,30 +195,52 @@ def _auto_chunk(n_columns: int, n_features: int, chunk_size: int | None) -> int:
 # --------------------------------------------------------------------------------------------- silhouette
 
 
-def _silhouette_samples(data: _Sorted, rows: np.ndarray, device: torch.device,
+def _column_block(n: int, d: int) -> int:
+    """Points per block of the pass over all N: their centred copy, (block, d + 2) float32, is at most
+    :data:`_CACHE_ELEMENTS` floats (16 MiB), so the pass holds the same memory whatever N is."""
+    return max(1, min(n, _CACHE_ELEMENTS // (d + 2)))
+
+
+def _silhouette_samples(data: _Labelled, rows: np.ndarray, device: torch.device,
                         chunk_size: int | None) -> np.ndarray:
-    """s(i) for the sorted positions ``rows``, each computed exactly against all N points: (len(rows),)."""
-    points = _Points(data.X, data.order, device)
+    """s(i) for the rows ``rows`` of X (ascending), each computed exactly against all N points.
+
+    One pass over the N points, a block at a time (each block grouped by cluster, so its distances reduce
+    over contiguous segments): memory beyond X is the rows' per-cluster sums and one block. Returns
+    (len(rows),).
+    """
+    n, d = data.X.shape
+    points = _Points(data.X, rows, device, data.mean)
+    sums = np.zeros((rows.size, data.counts.size))  # distance sum from each row to each cluster
+    width = _column_block(n, d)
+    for c0 in range(0, n, width):
+        c1 = min(n, c0 + width)
+        local, codes = data.grouped(np.arange(c0, c1))
+        block = _Points(data.X, local, device, data.mean)
+        present, starts = _segment_starts(codes)
+        column = np.empty(c1 - c0, dtype=np.int64)  # where each point of the block went
+        column[local - c0] = np.arange(c1 - c0)
+        first, last = np.searchsorted(rows, [c0, c1])  # the rows that lie in this block
+        step = _auto_chunk(len(block), d, chunk_size)
+        for lo in range(0, rows.size, step):
+            hi = min(rows.size, lo + step)
+            D = points.distances(slice(lo, hi), other=block)  # (b, block)
+            own = np.arange(max(lo, first), min(hi, last))
+            if own.size:  # d(i, i) = 0, otherwise a rounding residue
+                D[torch.as_tensor(own - lo, device=D.device),
+                  torch.as_tensor(column[rows[own] - c0], device=D.device)] = 0.0
+            sums[lo:hi, present] += _segment_reduce(D, starts, "sum")
     counts = data.counts.astype(np.float64)
-    step = _auto_chunk(len(points), points.d, chunk_size)
-    out = np.empty(rows.size)
-    for lo in range(0, rows.size, step):
-        idx = rows[lo:lo + step]
-        idx_t = torch.as_tensor(idx, device=device)
-        D = points.distances(idx_t)  # (b, n)
-        D[torch.arange(idx.size, device=device), idx_t] = 0.0  # d(i, i), otherwise a rounding residue
-        sums = _segment_reduce(D, data.starts, "sum").astype(np.float64)  # (b, k) distance sum per cluster
-        own = data.codes[idx]
-        b_rows = np.arange(idx.size)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            a = sums[b_rows, own] / (counts[own] - 1)  # mean distance to the rest of its cluster
-            means = sums / counts
-            means[b_rows, own] = np.inf
-            b = means.min(axis=1)  # mean distance to the nearest other cluster
-            s = (b - a) / np.maximum(a, b)
-        s[counts[own] == 1] = 0.0  # singleton clusters score 0, as in sklearn
-        out[lo:lo + step] = np.nan_to_num(s, nan=0.0)  # a == b == 0 (duplicate points): 0, as in sklearn
-    return out
+    own = data.codes[rows]
+    b_rows = np.arange(rows.size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = sums[b_rows, own] / (counts[own] - 1)  # mean distance to the rest of its cluster
+        means = sums / counts
+        means[b_rows, own] = np.inf
+        b = means.min(axis=1)  # mean distance to the nearest other cluster
+        s = (b - a) / np.maximum(a, b)
+    s[counts[own] == 1] = 0.0  # singleton clusters score 0, as in sklearn
+    return np.nan_to_num(s, nan=0.0)  # a == b == 0 (duplicate points): 0, as in sklearn
 
 
 def silhouette_report(X: ArrayLike, labels: ArrayLike, *, sample_size: SampleSize = "auto",
@@ -265,13 +308,12 @@ def silhouette_score(X: ArrayLike, labels: ArrayLike, *, sample_size: SampleSize
 # --------------------------------------------------------------------------------------------- Dunn
 
 
-def _dunn_exact(data: _Sorted, positions: np.ndarray, device: torch.device,
+def _dunn_exact(data: _Labelled, rows: np.ndarray, codes: np.ndarray, device: torch.device,
                 chunk_size: int | None) -> float:
-    """Dunn's index over the points at sorted ``positions`` (ascending, so still grouped by cluster)."""
-    codes = data.codes[positions]
+    """Dunn's index over the points ``rows`` of X, grouped by cluster (their ``codes`` ascending)."""
     starts = np.searchsorted(codes, np.arange(data.counts.size))  # every cluster keeps >= 1 point
     ends = np.append(starts[1:], codes.size)
-    points = _Points(data.X, data.order[positions], device)
+    points = _Points(data.X, rows, device, data.mean)
     n = codes.size
     # Best pair so far, as (distance, row, cluster): the pair's other end is found again in float64 below.
     sep, sep_row, sep_cluster = math.inf, -1, -1
@@ -300,7 +342,6 @@ def _dunn_exact(data: _Sorted, positions: np.ndarray, device: torch.device,
     # Recompute the two winning distances in float64 from the original features, so near-duplicate points
     # are not blurred by float32 cancellation: each becomes the exact distance of a real pair.
     X = data.X
-    rows = data.order[positions]
     sep = _extreme_distance(X, rows[sep_row], rows[starts[sep_cluster]:ends[sep_cluster]], np.min)
     own = codes[diam_row]
     diam = _extreme_distance(X, rows[diam_row], rows[starts[own]:ends[own]], np.max)
@@ -317,13 +358,16 @@ def _extreme_distance(X: np.ndarray, row: int, members: np.ndarray, reduce) -> f
     return float(reduce(best))
 
 
-def _stratified_positions(data: _Sorted, m: int, rng: np.random.Generator) -> np.ndarray:
-    """Sorted positions of about ``m`` points: the same fraction of every cluster, at least 2 each."""
+def _stratified_rows(data: _Labelled, m: int, rng: np.random.Generator) -> np.ndarray:
+    """About ``m`` rows: the same fraction of every cluster, at least 2 each; grouped by cluster and
+    ascending within each (one cluster's members are listed at a time, never a sort of all N)."""
     n = data.codes.size
     take = np.clip(np.round(data.counts * (m / n)).astype(np.int64), np.minimum(data.counts, 2), data.counts)
-    picks = [start + rng.choice(size, size=t, replace=False)
-             for start, size, t in zip(data.starts, data.counts, take, strict=True)]
-    return np.sort(np.concatenate(picks))
+    picks = []
+    for cluster, t in enumerate(take.tolist()):
+        members = data.members(cluster)
+        picks.append(members[np.sort(rng.choice(members.size, size=t, replace=False))])
+    return np.concatenate(picks)
 
 
 def dunn_report(X: ArrayLike, labels: ArrayLike, *, sample_size: SampleSize = "auto",
@@ -345,13 +389,15 @@ def dunn_report(X: ArrayLike, labels: ArrayLike, *, sample_size: SampleSize = "a
         points_in_budget = int(math.sqrt(2 * EXACT_COST_BUDGET / (d + _PAIR_OVERHEAD)))  # m^2/2 pairs
         sample_size = None if points_in_budget >= n else max(points_in_budget, _MIN_SAMPLE)
     device = resolve_device(device)
-    positions = np.arange(n)
     if sample_size is not None and sample_size < n:
-        positions = _stratified_positions(data, int(sample_size), check_random_state(random_state))
+        rows = _stratified_rows(data, int(sample_size), check_random_state(random_state))
+        codes = data.codes[rows]
+    else:
+        rows, codes = data.grouped()
     with torch.inference_mode():
-        value = _dunn_exact(data, positions, device, chunk_size)
-    exact = positions.size == n  # also when "at least 2 per cluster" took every point
-    return {"value": value, "exact": exact, "sample_size": None if exact else int(positions.size)}
+        value = _dunn_exact(data, rows, codes, device, chunk_size)
+    exact = rows.size == n  # also when "at least 2 per cluster" took every point
+    return {"value": value, "exact": exact, "sample_size": None if exact else int(rows.size)}
 
 
 def dunn_index(X: ArrayLike, labels: ArrayLike, *, sample_size: SampleSize = "auto",
