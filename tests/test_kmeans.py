@@ -371,6 +371,28 @@ def test_other_input_types(blobs):
     np.testing.assert_array_equal(a.predict(torch.from_numpy(X)), a.labels_)
 
 
+def test_copy_x_false_centres_in_place_and_gives_the_same_clusters():
+    # Far from the origin, where centring matters; the array is centred in place and given back.
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(600, 4)) + rng.integers(0, 3, (600, 1)) * 5 + 1000).astype(np.float32)
+    kept = X.copy()
+    copied = KMeans(3, n_init=3, random_state=0).fit(X)
+    seen = []
+    original = _lloyd.lloyd
+
+    def spy(Xs, *args, **kwargs):
+        seen.append(np.shares_memory(Xs.numpy(), X))
+        return original(Xs, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_lloyd, "lloyd", spy)
+        in_place = KMeans(3, n_init=3, copy_x=False, random_state=0).fit(X)
+    assert seen and all(seen)  # the fit ran on X itself, no centred copy
+    np.testing.assert_allclose(X, kept, rtol=0, atol=1e-4)  # the mean added back (last bits may move)
+    np.testing.assert_array_equal(in_place.labels_, copied.labels_)
+    np.testing.assert_allclose(in_place.cluster_centers_, copied.cluster_centers_, rtol=1e-6)
+
+
 def test_clone_and_get_params():
     init = np.zeros((3, 2), dtype=np.float32)
     km = KMeans(n_clusters=3, init=init, n_init=4, max_iter=50, tol=1e-3, init_size=100,
@@ -379,7 +401,8 @@ def test_clone_and_get_params():
     params = km.get_params()
     assert params["n_clusters"] == 3 and params["init"] is init and params["chunk_size"] == 1024
     assert set(params) == {"n_clusters", "init", "n_init", "max_iter", "tol", "init_size", "algorithm",
-                           "batch_size", "backend", "device", "chunk_size", "random_state", "verbose"}
+                           "batch_size", "backend", "device", "chunk_size", "copy_x", "random_state",
+                           "verbose"}
     twin = clone(km)
     assert twin is not km
     p2 = twin.get_params()

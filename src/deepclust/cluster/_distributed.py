@@ -131,7 +131,7 @@ def kmeans_plusplus(X: torch.Tensor, x_sq: torch.Tensor, k: int, rng: np.random.
     closest = _lloyd._sq_dist_to(X, x_sq, centers[0:1], chunk_size)[:, 0]  # (n_local,)
     has_rows = np.flatnonzero(shards.sizes > 0)
     for c in range(1, k):
-        cdf = np.cumsum(closest.double().cpu().numpy())  # this rank's cumulative weights
+        cdf = np.cumsum(closest.cpu().numpy(), dtype=np.float64)  # this rank's cumulative weights
         local_total = torch.tensor([cdf[-1] if cdf.size else 0.0], dtype=torch.float64)
         totals = torch.cat(dist_utils.all_gather_tensors(local_total)).numpy()
         bounds = np.concatenate([[0.0], np.cumsum(totals)])
@@ -152,11 +152,11 @@ def kmeans_plusplus(X: torch.Tensor, x_sq: torch.Tensor, k: int, rng: np.random.
                 local = np.minimum(local, X.shape[0] - 1)
                 cand[torch.as_tensor(mine, device=X.device)] = X[torch.as_tensor(local, device=X.device)]
             cand = shards.sum(cand)
-        dist = _lloyd._sq_dist_to(X, x_sq, cand, chunk_size)  # (n_local, trials)
-        pot = shards.sum(torch.minimum(dist, closest.unsqueeze(1)).sum(dim=0, dtype=torch.float64))
+        del cdf
+        pot = shards.sum(_lloyd.candidate_potentials(X, x_sq, cand, closest, chunk_size))
         best = int(torch.argmin(pot))
         centers[c] = cand[best]
-        closest = torch.minimum(closest, dist[:, best])
+        _lloyd.take_closer(X, x_sq, cand, best, closest, chunk_size)
     return centers
 
 

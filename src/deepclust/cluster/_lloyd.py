@@ -75,7 +75,7 @@ def kmeans_plusplus(X: torch.Tensor, x_sq: torch.Tensor, k: int, rng: np.random.
     """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007, with sklearn's local trials).
 
     Each new centre is the best of ``2 + log(k)`` candidates drawn with probability proportional to the
-    squared distance to the nearest centre chosen so far.
+    squared distance to the nearest centre chosen so far. Memory beyond ``X``: two (n,) arrays.
     """
     n = X.shape[0]
     if n_local_trials is None:
@@ -85,21 +85,43 @@ def kmeans_plusplus(X: torch.Tensor, x_sq: torch.Tensor, k: int, rng: np.random.
     centers[0] = X[first]
     closest = _sq_dist_to(X, x_sq, X[first:first + 1], chunk_size)[:, 0]  # (n,)
     for c in range(1, k):
-        weights = closest.double().cpu().numpy()
-        total = weights.sum()
+        cdf = np.cumsum(closest.cpu().numpy(), dtype=np.float64)
+        total = cdf[-1]
         if not np.isfinite(total) or total <= 0:  # every point sits on a centre: pick any unused one
             candidates = rng.choice(n, size=n_local_trials, replace=True)
         else:
-            cdf = np.cumsum(weights)
-            candidates = np.searchsorted(cdf, rng.random(n_local_trials) * cdf[-1], side="right")
+            candidates = np.searchsorted(cdf, rng.random(n_local_trials) * total, side="right")
             candidates = np.minimum(candidates, n - 1)
-        cand = torch.as_tensor(candidates, device=X.device)
-        dist = _sq_dist_to(X, x_sq, X[cand], chunk_size)  # (n, trials)
-        pot = torch.minimum(dist, closest.unsqueeze(1)).sum(dim=0, dtype=torch.float64)  # (trials,)
-        best = int(torch.argmin(pot))
-        centers[c] = X[cand[best]]
-        closest = torch.minimum(closest, dist[:, best])
+        del cdf
+        cand = X[torch.as_tensor(candidates, device=X.device)]
+        best = int(torch.argmin(candidate_potentials(X, x_sq, cand, closest, chunk_size)))
+        centers[c] = cand[best]
+        take_closer(X, x_sq, cand, best, closest, chunk_size)
     return centers
+
+
+def candidate_potentials(X: torch.Tensor, x_sq: torch.Tensor, cand: torch.Tensor, closest: torch.Tensor,
+                         chunk_size: int) -> torch.Tensor:
+    """k-means++'s potential of each candidate centre, sum over rows of min(closest, ||x - cand||^2):
+    (trials,) float64, a chunk of rows at a time (no (n, trials) array)."""
+    c_sq = torch.einsum("ij,ij->i", cand, cand)
+    pot = torch.zeros(cand.shape[0], dtype=torch.float64, device=X.device)
+    for start in range(0, X.shape[0], chunk_size):
+        block = pairwise_sq_dist(X[start:start + chunk_size], x_sq[start:start + chunk_size], cand, c_sq)
+        pot += torch.minimum(block, closest[start:start + chunk_size].unsqueeze(1)).sum(dim=0,
+                                                                                       dtype=torch.float64)
+    return pot
+
+
+def take_closer(X: torch.Tensor, x_sq: torch.Tensor, cand: torch.Tensor, best: int, closest: torch.Tensor,
+                chunk_size: int) -> None:
+    """``closest`` = min(closest, ||x - cand[best]||^2) in place. The distances come from the same
+    (rows, trials) products as :func:`candidate_potentials`, so they are the bits it summed."""
+    c_sq = torch.einsum("ij,ij->i", cand, cand)
+    for start in range(0, X.shape[0], chunk_size):
+        block = pairwise_sq_dist(X[start:start + chunk_size], x_sq[start:start + chunk_size], cand, c_sq)
+        torch.minimum(closest[start:start + chunk_size], block[:, best],
+                      out=closest[start:start + chunk_size])
 
 
 def _sq_dist_to(X, x_sq, C, chunk_size):
@@ -157,7 +179,7 @@ def lloyd(X: torch.Tensor, x_sq: torch.Tensor, centers: torch.Tensor, *, max_ite
         shift = (new_centers - centers).norm(dim=1)  # (k,)
         centers = new_centers
         if lower is None:
-            suspects = torch.arange(n, device=X.device)
+            suspects = None  # every row
         else:
             # Move the bounds by how far each centre moved; a point keeps its cluster when its upper
             # bound is below, for every other centre j, both the lower bound to j and half the gap
@@ -227,12 +249,16 @@ def _distances_and_labels(X, x_sq, C, chunk_size):
 
 
 def _reassign(X, x_sq, centers, suspects, labels, upper, lower, sums, counts, chunk_size) -> int:
-    """Recompute exact distances for ``suspects``; move the ones whose nearest centre changed."""
+    """Recompute exact distances for ``suspects`` (None: every row); move the ones whose nearest centre
+    changed."""
     changed = 0
-    whole = suspects.numel() == X.shape[0]
-    for start in range(0, suspects.numel(), chunk_size):
-        idx = suspects[start:start + chunk_size]
-        rows = X[start:start + idx.numel()] if whole else X[idx]  # gather only rows that may move
+    whole = suspects is None
+    for start in range(0, X.shape[0] if whole else suspects.numel(), chunk_size):
+        if whole:  # every row in turn: slices, no index arrays
+            idx = slice(start, min(start + chunk_size, X.shape[0]))
+        else:  # gather only the rows that may move
+            idx = suspects[start:start + chunk_size]
+        rows = X[idx]
         dist, new_labels = _distances_and_labels(rows, x_sq[idx], centers, chunk_size)  # (b, k), (b,)
         if lower is not None:
             lower[idx] = dist
@@ -248,7 +274,7 @@ def _reassign(X, x_sq, centers, suspects, labels, upper, lower, sums, counts, ch
         sums.index_add_(0, new, moved_rows)
         counts.index_add_(0, old, torch.full(old.shape, -1.0, dtype=counts.dtype, device=X.device))
         counts.index_add_(0, new, torch.ones(new.shape, dtype=counts.dtype, device=X.device))
-        labels[idx[moved]] = new
+        labels[moved + start if whole else idx[moved]] = new
     return changed
 
 

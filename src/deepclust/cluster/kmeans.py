@@ -30,6 +30,7 @@ import torch
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 
 from .. import distributed as dist_utils
+from .._heap import release_free_memory
 from .._validation import (
     check_features,
     check_n_clusters,
@@ -74,6 +75,11 @@ class KMeans(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
         "cpu", "cuda" or "auto" (torch backend only).
     chunk_size : int, default=16384
         Rows per distance block; bounds the memory used beyond ``X``.
+    copy_x : bool, default=True
+        The torch backend centres the data before computing distances (more accurate in float32). True
+        centres a copy; False centres ``X`` itself in place and adds the mean back before ``fit``
+        returns (as scikit-learn's ``copy_x``), which saves a copy of the data but may change its last
+        bits. Only a C-contiguous float32 ``X`` can be centred in place; others are copied anyway.
     random_state : int, numpy Generator or None, default=None
         Seed for seeding and subsampling; the same seed gives the same clusters on the CPU.
     verbose : bool, default=False
@@ -127,7 +133,7 @@ class KMeans(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
     def __init__(self, n_clusters: int = 8, *, init="k-means++", n_init: int = 10, max_iter: int = 300,
                  tol: float = 1e-4, init_size="auto", algorithm: str = "lloyd", batch_size: int = 4096,
                  backend: str = "torch", device: str = "cpu", chunk_size: int = 16384,
-                 random_state=None, verbose: bool = False):
+                 copy_x: bool = True, random_state=None, verbose: bool = False):
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
@@ -139,6 +145,7 @@ class KMeans(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
         self.backend = backend
         self.device = device
         self.chunk_size = chunk_size
+        self.copy_x = copy_x
         self.random_state = random_state
         self.verbose = verbose
 
@@ -182,13 +189,27 @@ class KMeans(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
         else:
             col_sums = shards.sum(torch.from_numpy(X.sum(axis=0, dtype=np.float64)))
             mean = (col_sums / shards.n_total).numpy().astype(np.float32)
-        Xt = torch.from_numpy(X).to(device) - torch.from_numpy(mean).to(device)
+        in_place = not self.copy_x and device.type == "cpu"
+        if in_place:
+            Xt = torch.from_numpy(X).sub_(torch.from_numpy(mean))
+        else:
+            Xt = torch.from_numpy(X).to(device) - torch.from_numpy(mean).to(device)
+        try:
+            self._fit_centred(Xt, mean, k, init, rng, shards)
+        finally:
+            if in_place:
+                Xt.add_(torch.from_numpy(mean))
+
+    def _fit_centred(self, Xt: torch.Tensor, mean: np.ndarray, k: int, init, rng: np.random.Generator,
+                     shards: _distributed.Shards | None) -> None:
+        """``_fit_torch`` on the centred rows ``Xt``."""
+        device = Xt.device
         if not isinstance(init, str):
             init = init - mean
         chunk = self.chunk_size
         x_sq = _lloyd.squared_norms(Xt, chunk)
         tol = self.tol * _mean_variance(Xt, x_sq, shards)
-        n = X.shape[0] if shards is None else shards.n_total
+        n = Xt.shape[0] if shards is None else shards.n_total
         m = self._resolve_init_size(n, k)
         n_init = 1 if not isinstance(init, str) else self.n_init
 
@@ -209,6 +230,8 @@ class KMeans(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
                                comm=sub_shards)
             if best is None or run.inertia < best.inertia:
                 best = run
+            del run, centers, Xs, xs_sq
+            release_free_memory()  # each restart's freed arrays, or resident memory ratchets up
         if m < n:  # refine the best warm start on every point
             best = _lloyd.lloyd(Xt, x_sq, best.centers, max_iter=self.max_iter, tol=tol, chunk_size=chunk,
                                 comm=shards)
