@@ -82,6 +82,13 @@ def kmeans(src: Path, out: Path) -> None:
     if not np.array_equal(whole, np.concatenate([np.arange(14, dtype=np.float32).reshape(7, 2),
                                                  np.full((4, 2), -1, np.float32)])):
         raise AssertionError(f"concat_shards gave {whole.tolist()} on rank {D.rank()}")
+    # Each rank writes its block of an (11, 2) array; the rest arrives 3 rows per rank at a time (6 + 5
+    # rows: the last round carries rank 1's padding).
+    filled = np.full((11, 2), np.nan, dtype=np.float32)
+    filled[D.shard_slice(11)] = np.arange(22, dtype=np.float32).reshape(11, 2)[D.shard_slice(11)]
+    if D.fill_from_shards(filled, chunk_rows=3) is not filled or not np.array_equal(
+            filled, np.arange(22, dtype=np.float32).reshape(11, 2)):
+        raise AssertionError(f"fill_from_shards gave {filled.tolist()} on rank {D.rank()}")
     D.barrier()
     D.main_process_only(np.savez)(out / "result.npz", **results)
     D.main_process_only(write_text)(out / f"written_by_rank{D.rank()}.txt", "hello\n")

@@ -501,6 +501,8 @@ def test_helpers_outside_a_group(tmp_path, monkeypatch):
         assert D.all_reduce_sum(t) is t and D.sum_in_rank_order(t).equal(t)
         assert D.broadcast_object({"a": 1}) == {"a": 1}
         np.testing.assert_array_equal(D.concat_shards(np.arange(4)), np.arange(4))
+        whole = np.arange(4)
+        assert D.fill_from_shards(whole) is whole
         assert D.main_process_only(lambda: "ran")() == "ran"
 
 

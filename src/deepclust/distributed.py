@@ -304,6 +304,37 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return out
 
 
+def fill_from_shards(out: np.ndarray, *, chunk_rows: int = 65536) -> np.ndarray:
+    """Complete ``out`` (N, ...) on every rank, where each rank has written its own contiguous block
+    ``out[shard_slice(N)]``: the other ranks' rows arrive ``chunk_rows`` per rank at a time.
+
+    Nothing but ``out`` grows with N: a rank that encodes its shard straight into ``out`` never holds
+    the shard and the whole apart, as :func:`concat_shards` must. A collective: every rank calls it with
+    the same shape and dtype. Returns ``out``.
+    """
+    if not is_distributed():
+        return out
+    whole = torch.from_numpy(out)
+    n, world, me = out.shape[0], world_size(), rank()
+    blocks = [shard_bounds(n, r, world) for r in range(world)]
+    longest = max(stop - start for start, stop in blocks)
+    device = _comm_device()
+    for offset in range(0, longest, chunk_rows):
+        m = min(chunk_rows, longest - offset)
+        send = torch.zeros((m, *whole.shape[1:]), dtype=whole.dtype)
+        start, stop = blocks[me]
+        take = max(0, min(m, stop - start - offset))
+        send[:take] = whole[start + offset:start + offset + take]
+        parts = [torch.empty_like(send, device=device) for _ in range(world)]
+        dist.all_gather(parts, send.to(device))
+        for r, part in enumerate(parts):
+            start, stop = blocks[r]
+            take = max(0, min(m, stop - start - offset))
+            if r != me and take:
+                whole[start + offset:start + offset + take] = part[:take].cpu()
+    return out
+
+
 def concat_shards(array: np.ndarray, *, chunk_rows: int = 65536) -> np.ndarray:
     """Concatenate every rank's ``array`` along axis 0 in rank order; the whole on every rank.
 

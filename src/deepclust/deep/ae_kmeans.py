@@ -19,5 +19,5 @@ class AEKMeans(DeepClusterer):
 
     def _fit_clusters(self, X, init: Initialization, y=None) -> None:
         self.cluster_centers_ = init.centers
-        self.labels_ = init.labels.astype("int64")
+        self.labels_ = init.labels.astype("int64", copy=False)
         self._log({"stage": "cluster", "iteration": 0}, y, self.labels_)

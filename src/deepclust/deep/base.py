@@ -207,14 +207,17 @@ class DeepClusterer(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator)
             train_autoencoder(model, X, settings, device=self._device, generator=self._generator,
                               optimizer=optimizer, loop=loop, on_epoch=on_epoch)
         self.autoencoder_ = model.eval()
-        # Under torchrun each rank encodes its contiguous shard and k-means is collective over the shards
-        # (the same centres on every rank; the gathered labels are one process's). The whole embedding
-        # is gathered only after k-means, so a rank never holds it and k-means's working set at once.
-        part = encode(model, X, device=self._device, rows=D.shard_slice(X.shape[0]))
-        km = KMeans(n_clusters, n_init=self.n_init, init_size=None,
+        # Under torchrun each rank encodes its contiguous shard into its rows of the embedding and k-means
+        # is collective over the shards (the same centres on every rank; the gathered labels are one
+        # process's). The other ranks' rows arrive only after k-means, so a rank never holds the whole
+        # embedding and k-means's working set at once. On a data cache (the path for data larger than
+        # memory) k-means also centres the rows in place rather than a copy, which may move their last
+        # bits; in-memory data keep the exact embedding.
+        Z = encode_all(model, X, device=self._device, fill=False)
+        km = KMeans(n_clusters, n_init=self.n_init, init_size=None, copy_x=not isinstance(X, ImageRows),
                     random_state=stage_seed(self._base_seed(), "kmeans"))
-        km.fit(part.numpy())
-        Z = torch.from_numpy(D.concat_shards(part.numpy()))  # in one process: part itself, no copy
+        km.fit(Z[D.shard_slice(X.shape[0])].numpy())
+        D.fill_from_shards(Z.numpy())
         return Initialization(model, Z, D.concat_shards(km.labels_), km.cluster_centers_)
 
     def predict(self, X) -> np.ndarray:

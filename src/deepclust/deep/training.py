@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -265,15 +264,15 @@ def _drop(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor
 
 @torch.no_grad()
 def encode(model: nn.Module, X: torch.Tensor, *, device: torch.device, batch_size: int = 1024,
-           rows: slice | None = None) -> torch.Tensor:
+           rows: slice | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """Embeddings of ``X`` (or of its ``rows``) in order, (n, d), on the CPU; the model is left in eval mode.
 
     Reads ``batch_size`` rows at a time, so ``X`` may be :class:`~deepclust.data.rows.ImageRows` read
-    from a memory-mapped cache: only the (n, d) embeddings are ever held whole.
+    from a memory-mapped cache: only the (n, d) embeddings are ever held whole. ``out`` (n, d) receives
+    them when given (a view of a larger array, see :func:`encode_all`).
     """
     model.eval()
     start, stop, _ = (rows or slice(None)).indices(X.shape[0])
-    out = None
     for s in range(start, max(stop, start + 1), batch_size):  # an empty range still gives the width
         z = model.encode(X[s:min(s + batch_size, stop)].to(device)).cpu()
         if out is None:
@@ -285,11 +284,19 @@ def encode(model: nn.Module, X: torch.Tensor, *, device: torch.device, batch_siz
 
 
 @torch.no_grad()
-def encode_all(model: nn.Module, X: torch.Tensor, *, device: torch.device,
-               batch_size: int = 1024) -> torch.Tensor:
+def encode_all(model: nn.Module, X: torch.Tensor, *, device: torch.device, batch_size: int = 1024,
+               fill: bool = True) -> torch.Tensor:
     """:func:`encode` of all of ``X`` on every rank: under torchrun each rank encodes its contiguous
-    shard and the shards are gathered in order (a collective: every rank calls it)."""
+    shard (``distributed.shard_slice``) into its rows of the one (N, d) result and, with ``fill``, the
+    other ranks' rows are gathered into it (a collective: every rank calls it). ``fill=False`` leaves
+    them to a later ``distributed.fill_from_shards``; their pages are not touched until then."""
     if not D.is_distributed():
         return encode(model, X, device=device, batch_size=batch_size)
-    part = encode(model, X, device=device, batch_size=batch_size, rows=D.shard_slice(X.shape[0]))
-    return torch.from_numpy(D.concat_shards(np.ascontiguousarray(part.numpy())))
+    n = X.shape[0]
+    mine = D.shard_slice(n)
+    width = encode(model, X[:1], device=device).shape[1:]
+    Z = torch.empty((n, *width))
+    encode(model, X, device=device, batch_size=batch_size, rows=mine, out=Z[mine])
+    if fill:
+        D.fill_from_shards(Z.numpy())
+    return Z
