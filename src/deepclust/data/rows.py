@@ -37,6 +37,17 @@ def backing_map(array: np.ndarray) -> mmap.mmap | None:
     return None
 
 
+def release_pages(array) -> None:
+    """Drop the pages this process has read from ``array``'s file mapping (the OS keeps them cached), so
+    a pass over a large memory-mapped file does not leave it all resident; nothing for in-memory data."""
+    mapped = backing_map(array) if isinstance(array, np.ndarray) else None
+    if mapped is not None:
+        try:
+            mapped.madvise(mmap.MADV_DONTNEED)
+        except (AttributeError, OSError, ValueError):  # no madvise here: the OS still reclaims pages
+            pass
+
+
 def is_memory_mapped(array) -> bool:
     """Whether ``array`` reads from a file mapping rather than from memory."""
     return isinstance(array, np.ndarray) and backing_map(array) is not None

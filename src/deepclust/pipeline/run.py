@@ -20,6 +20,7 @@ import torch
 
 from .. import distributed as D
 from .._errors import describe_error, is_out_of_memory, ran_out_of_memory
+from .._heap import release_free_memory
 from .._io import (
     RunLock,
     atomic_open,
@@ -183,6 +184,7 @@ def _run(config: RunConfig, resume, chosen: str | None = None, *, choose_method:
             method.fit(X_fit)
         stage = "scoring the clusters"
         seconds = time.perf_counter() - start
+        release_free_memory()  # what training and k-means freed, before scoring needs its own
         if pretrained_history:  # the pretraining done while choosing k belongs to this run's curves
             method.history_ = pretrained_history + method.history_
         labels = np.asarray(method.labels_, dtype=np.int64)
@@ -213,6 +215,9 @@ def _run(config: RunConfig, resume, chosen: str | None = None, *, choose_method:
         if config.visualize:
             stage = "drawing the plots"
             write_plots(paths, method, dataset, X, labels, seed=config.seed)
+        # The page reads the run folder: the estimator and its (N, d) embedding are not needed any more.
+        del method, space
+        release_free_memory()
         report_error = try_write_report(paths.root, dataset=dataset,
                                         features=None if isinstance(X, ImageRows) else X)
         set_status(paths, "complete", **({"report_error": report_error} if report_error else {}))

@@ -35,6 +35,7 @@ import numpy as np
 from .. import __version__
 from .._io import write_text
 from ..config import RunConfig, flat_options
+from ..data.rows import release_pages
 from ..run_folder import (
     MAX_IMAGE_BYTES,
     RunFolderError,
@@ -495,6 +496,7 @@ def _confidence(run: _RunFiles, features) -> tuple[np.ndarray, str]:
         sums = np.zeros((int(ids.max()) + 1, space.shape[1]))
         for rows in _row_chunks(run.n):
             np.add.at(sums, run.clusters[rows], np.asarray(space[rows], dtype=np.float64))
+            release_pages(space)
         centers = sums / np.maximum(np.bincount(run.clusters, minlength=len(sums)), 1)[:, None]
         where += " (centre = mean of the cluster's points)"
     centers = np.asarray(centers, dtype=np.float32)
@@ -502,6 +504,7 @@ def _confidence(run: _RunFiles, features) -> tuple[np.ndarray, str]:
     for rows in _row_chunks(run.n):  # a chunk at a time: embeddings.npy may be millions of rows, mapped
         part = np.asarray(space[rows], dtype=np.float32)
         score[rows] = -np.linalg.norm(part - centers[run.clusters[rows]], axis=1)
+        release_pages(space)  # the pages read stay in the OS's cache, not in this process
     return score, where
 
 
