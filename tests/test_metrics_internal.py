@@ -48,7 +48,7 @@ def test_exact_silhouette_equals_sklearn(n, k, singletons):
 def test_silhouette_in_blocks_of_points_equals_sklearn(monkeypatch, block_floats):
     # The pass over all N points a block at a time (so memory does not grow with N): rows fall in every
     # block, some blocks miss clusters, a singleton cluster lies in one block.
-    monkeypatch.setattr(internal, "_CACHE_ELEMENTS", block_floats)
+    monkeypatch.setattr(internal, "_BLOCK_ELEMENTS", block_floats)
     X, y = blobs(301, 6, singletons=2, seed=3)
     assert internal._column_block(301, 5) < 301
     report = silhouette_report(X, y, sample_size=None)

@@ -4,7 +4,7 @@ Both metrics need Euclidean distances between (many) pairs of points. They never
 distances are computed for a block of rows against a block of points grouped by cluster, with one float32
 GEMM (``||x||^2 - 2 x.y + ||y||^2`` folded into the product, clamped at 0, on mean-centred data to limit
 cancellation), and each block is reduced at once over the contiguous segment of every cluster (sum, min
-or max). A sampled silhouette holds its rows, their per-cluster sums and one block of points (16 MiB), so
+or max). A sampled silhouette holds its rows, their per-cluster sums and one block of points (4 MiB), so
 its memory does not grow with N; the exact metrics and Dunn's subsample hold a centred copy of the points
 they use. Distance blocks are at most 16M floats (64 MiB).
 
@@ -46,6 +46,7 @@ _MIN_SAMPLE = 1000  # floor of an "auto" sample, for its statistical quality (ro
 # 16M distances.
 _CACHE_ELEMENTS = 2**22
 _MAX_ELEMENTS = 2**24  # 64 MiB of float32 per block: the memory bound whatever N is
+_BLOCK_ELEMENTS = 2**20  # floats in a block of points the silhouette's rows are compared with (4 MiB)
 _GEMM_ROWS = 256
 _REFINE_ROWS = 4096  # rows per float64 block when recomputing the winning Dunn pair
 
@@ -197,8 +198,8 @@ def _auto_chunk(n_columns: int, n_features: int, chunk_size: int | None) -> int:
 
 def _column_block(n: int, d: int) -> int:
     """Points per block of the pass over all N: their centred copy, (block, d + 2) float32, is at most
-    :data:`_CACHE_ELEMENTS` floats (16 MiB), so the pass holds the same memory whatever N is."""
-    return max(1, min(n, _CACHE_ELEMENTS // (d + 2)))
+    :data:`_BLOCK_ELEMENTS` floats (4 MiB), so the pass holds the same memory whatever N is."""
+    return max(1, min(n, _BLOCK_ELEMENTS // (d + 2)))
 
 
 def _silhouette_samples(data: _Labelled, rows: np.ndarray, device: torch.device,
