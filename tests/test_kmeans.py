@@ -372,9 +372,10 @@ def test_other_input_types(blobs):
 
 
 def test_copy_x_false_centres_in_place_and_gives_the_same_clusters():
-    # Far from the origin, where centring matters; the array is centred in place and given back.
+    # Values around the mean, some of them (88 of 2,400 entries) rounded by (x - m) + m: those are kept
+    # aside and put back, the rest restored by adding the mean.
     rng = np.random.default_rng(0)
-    X = (rng.normal(size=(600, 4)) + rng.integers(0, 3, (600, 1)) * 5 + 1000).astype(np.float32)
+    X = (rng.normal(size=(600, 4)) * 2 + rng.integers(0, 3, (600, 1)) * 5 + 6).astype(np.float32)
     kept = X.copy()
     copied = KMeans(3, n_init=3, random_state=0).fit(X)
     seen = []
@@ -388,9 +389,19 @@ def test_copy_x_false_centres_in_place_and_gives_the_same_clusters():
         mp.setattr(_lloyd, "lloyd", spy)
         in_place = KMeans(3, n_init=3, copy_x=False, random_state=0).fit(X)
     assert seen and all(seen)  # the fit ran on X itself, no centred copy
-    np.testing.assert_allclose(X, kept, rtol=0, atol=1e-4)  # the mean added back (last bits may move)
+    np.testing.assert_array_equal(X, kept)  # given back bit for bit
     np.testing.assert_array_equal(in_place.labels_, copied.labels_)
-    np.testing.assert_allclose(in_place.cluster_centers_, copied.cluster_centers_, rtol=1e-6)
+    np.testing.assert_array_equal(in_place.cluster_centers_, copied.cluster_centers_)
+
+
+def test_copy_x_false_copies_when_the_round_trip_would_lose_many_bits():
+    # Tiny values around a large mean: (x - m) + m rounds most of them, so a copy is centred instead.
+    rng = np.random.default_rng(1)
+    X = np.concatenate([rng.normal(1e-3, 1e-4, (300, 3)), rng.normal(1e4, 1, (300, 3))]).astype(np.float32)
+    kept = X.copy()
+    fit = KMeans(2, n_init=2, copy_x=False, random_state=0).fit(X)
+    np.testing.assert_array_equal(X, kept)
+    np.testing.assert_array_equal(fit.labels_, KMeans(2, n_init=2, random_state=0).fit(X).labels_)
 
 
 def test_clone_and_get_params():

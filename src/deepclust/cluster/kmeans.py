@@ -77,9 +77,11 @@ class KMeans(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
         Rows per distance block; bounds the memory used beyond ``X``.
     copy_x : bool, default=True
         The torch backend centres the data before computing distances (more accurate in float32). True
-        centres a copy; False centres ``X`` itself in place and adds the mean back before ``fit``
-        returns (as scikit-learn's ``copy_x``), which saves a copy of the data but may change its last
-        bits. Only a C-contiguous float32 ``X`` can be centred in place; others are copied anyway.
+        centres a copy; False centres ``X`` itself in place and gives it back exactly before ``fit``
+        returns (scikit-learn's ``copy_x``, without its rounding: the few entries that ``(x - m) + m``
+        would not restore are kept aside). That saves a copy of the data. Only a C-contiguous float32
+        ``X`` is centred in place, and only when at most 1/8 of its entries need keeping; otherwise a
+        copy is centred.
     random_state : int, numpy Generator or None, default=None
         Seed for seeding and subsampling; the same seed gives the same clusters on the CPU.
     verbose : bool, default=False
@@ -189,16 +191,16 @@ class KMeans(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator):
         else:
             col_sums = shards.sum(torch.from_numpy(X.sum(axis=0, dtype=np.float64)))
             mean = (col_sums / shards.n_total).numpy().astype(np.float32)
-        in_place = not self.copy_x and device.type == "cpu"
-        if in_place:
-            Xt = torch.from_numpy(X).sub_(torch.from_numpy(mean))
-        else:
-            Xt = torch.from_numpy(X).to(device) - torch.from_numpy(mean).to(device)
+        kept = None
+        if not self.copy_x and device.type == "cpu":
+            kept = _centre_in_place(torch.from_numpy(X), torch.from_numpy(mean), self.chunk_size)
+        Xt = torch.from_numpy(X) if kept is not None else \
+            torch.from_numpy(X).to(device) - torch.from_numpy(mean).to(device)
         try:
             self._fit_centred(Xt, mean, k, init, rng, shards)
         finally:
-            if in_place:
-                Xt.add_(torch.from_numpy(mean))
+            if kept is not None:
+                _uncentre(Xt, torch.from_numpy(mean), kept)
 
     def _fit_centred(self, Xt: torch.Tensor, mean: np.ndarray, k: int, init, rng: np.random.Generator,
                      shards: _distributed.Shards | None) -> None:
@@ -469,3 +471,38 @@ def _read_rows(X, index) -> np.ndarray:
         rows = rows.detach().cpu().numpy()
     rows = np.asarray(rows)
     return rows.reshape(rows.shape[0], -1)
+
+
+def _centre_in_place(X: torch.Tensor, mean: torch.Tensor, chunk_size: int):
+    """Subtract ``mean`` from the rows of ``X`` in place, ``chunk_size`` rows at a time. Returns the flat
+    positions and original values of the entries that adding ``mean`` back would not restore bit for bit,
+    or None, with ``X`` as it was, when more than 1/8 of the entries would need keeping (a copy is then
+    cheaper)."""
+    limit, positions, values, count = X.numel() // 8, [], [], 0
+    width = X.shape[1]
+    for start in range(0, X.shape[0], chunk_size):
+        block = X[start:start + chunk_size]
+        before = block.clone()
+        block.sub_(mean)
+        lost = torch.nonzero((block + mean).ne_(before).view(-1)).flatten()
+        if lost.numel():
+            positions.append(lost + start * width)
+            values.append(before.view(-1)[lost])
+            count += lost.numel()
+        if count > limit:
+            X[:start + block.shape[0]].add_(mean)
+            _put_back(X, positions, values)
+            return None
+    return positions, values
+
+
+def _uncentre(X: torch.Tensor, mean: torch.Tensor, kept) -> None:
+    """Undo :func:`_centre_in_place` exactly."""
+    X.add_(mean)
+    _put_back(X, *kept)
+
+
+def _put_back(X: torch.Tensor, positions: list, values: list) -> None:
+    flat = X.view(-1)
+    for where, value in zip(positions, values, strict=True):
+        flat[where] = value
