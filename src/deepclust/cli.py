@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import __version__, _argtypes, determinism
 from ._errors import describe_error, sigterm_as_interrupt
+from ._heap import pin_mmap_threshold
 from .config import DEFAULT_METHOD, PHOTO_METHOD
 from .pipeline.defaults import SMALL_SET_IMAGES, SMALL_SET_METHOD, SMALL_SET_SIDE
 
@@ -215,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if _wants_pinned(args) and not determinism.is_pinned():  # the libraries read the pins when they load
         determinism.restart_pinned(sys.argv[1:] if argv is None else list(argv))
+    pin_mmap_threshold()  # freed large arrays go back to the OS, so memory does not ratchet up (_heap.py)
     try:
         with sigterm_as_interrupt():  # SIGTERM: status "interrupted", resumable, as after Ctrl-C
             return args.func(args)

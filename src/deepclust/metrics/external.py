@@ -76,7 +76,9 @@ def contingency_matrix(labels_true: ArrayLike, labels_pred: ArrayLike) -> Contin
             f"The contingency matrix would have {classes.size} classes x {clusters.size} clusters = {cells} "
             f"cells (limit {_MAX_DENSE_CELLS}). Are labels_true and labels_pred really labels?"
         )
-    matrix = np.bincount(t * clusters.size + p, minlength=cells).reshape(classes.size, clusters.size)
+    t *= clusters.size  # ``t`` is this function's own array: each sample's cell id is built in place
+    t += p
+    matrix = np.bincount(t, minlength=cells).reshape(classes.size, clusters.size)
     return Contingency(matrix.astype(np.int64, copy=False), classes, clusters)
 
 
