@@ -46,10 +46,15 @@ def main() -> None:
     for name, kind, default in (("rounds", int, 2), ("epochs", int, 10), ("min_steps", int, 300),
                                 ("fraction", float, 0.5), ("n_neighbors", int, 20), ("width", int, 16),
                                 ("batch_size", int, 128),
-                                ("lr", float, 1e-3), ("shift", float, 0.1), ("degrees", float, 15.0),
-                                ("scale", float, 0.1)):
+                                ("lr", float, None), ("shift", float, 0.1), ("degrees", float, 15.0),
+                                ("scale", float, 0.1), ("neighbor_weight", float, 0.0),
+                                ("entropy_weight", float, 1.0), ("label_smoothing", float, 0.0),
+                                ("schedule", str, "constant")):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default)
     parser.add_argument("--no-features", action="store_true", help="select by probability alone")
+    parser.add_argument("--truth", action="store_true",
+                        help="the classifier's ceiling: learn the TRUE labels of a random share (--fraction)")
+    parser.add_argument("--save", help="write the convnet's labels and probabilities to this .npz")
     args = parser.parse_args()
     torch.set_num_threads(1)
     X, y = load(args)
@@ -67,11 +72,20 @@ def main() -> None:
         return
     saved = np.load(cache)
     params = {k: getattr(args, k) for k in ("rounds", "epochs", "min_steps", "fraction", "n_neighbors",
-                                            "width", "batch_size", "lr", "shift", "degrees", "scale")}
+                                            "width", "batch_size", "lr", "shift", "degrees", "scale",
+                                            "neighbor_weight", "entropy_weight", "label_smoothing",
+                                            "schedule")}
+    posterior, features = saved["posterior"], None if args.no_features else saved["embedding"]
+    if args.truth:  # one-hot true labels, a random tie-break: selection by probability = a random share
+        noise = np.random.default_rng(args.seed).random(len(y)) * 1e-3
+        posterior = np.eye(int(y.max()) + 1, dtype=np.float32)[y] * (1 - noise[:, None]) + noise[:, None] / 10
+        features = None
     sl = SelfLabel(**params, random_state=stage_seed(args.seed, "self-label"),  # as N2D seeds it
-                   verbose=False).fit(X, saved["posterior"], None if args.no_features else saved["embedding"])
+                   verbose=False).fit(X, posterior, features)
+    if args.save:
+        np.savez(args.save, labels=sl.labels_, proba=sl.proba_, initial=sl.initial_labels_)
     sel = [round(s, 3) for s in sl.selected_]
-    print(json.dumps({"dataset": args.dataset, "seed": args.seed, **params,
+    print(json.dumps({"dataset": args.dataset, "seed": args.seed, **params, "truth": args.truth,
                       "n2d_acc": round(clustering_accuracy(y, saved["labels"]), 4),
                       "sl_acc": round(clustering_accuracy(y, sl.labels_), 4),
                       "sl_nmi": round(normalized_mutual_info(y, sl.labels_), 4),

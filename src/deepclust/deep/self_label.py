@@ -34,6 +34,7 @@ from sklearn.base import BaseEstimator
 from torch import nn
 
 from .._validation import check_positive_int, resolve_device
+from ..cluster.scan import scan_loss
 from ..data.rows import ImageRows
 from ..progress import progress
 from .training import affine_warp
@@ -117,6 +118,9 @@ def select_confident(labels: torch.Tensor, scores: torch.Tensor, fraction: float
     return keep
 
 
+SCHEDULES = ("constant", "cosine")
+
+
 class SelfLabel(BaseEstimator):
     """Train :class:`ConvClassifier` on a clustering's confident points, on augmented views.
 
@@ -159,9 +163,10 @@ class SelfLabel(BaseEstimator):
     """
 
     def __init__(self, *, rounds: int = 2, epochs: int = 10, min_steps: int = 300, fraction: float = 0.5,
-                 n_neighbors: int = 20, width: int = 16, batch_size: int = 128, lr: float = 1e-3,
-                 shift: float = 0.1, degrees: float = 15.0, scale: float = 0.1, device: str = "cpu",
-                 random_state=None, verbose=None):
+                 n_neighbors: int = 20, width: int = 16, batch_size: int = 128, lr: float | None = None,
+                 shift: float = 0.1, degrees: float = 15.0, scale: float = 0.1, neighbor_weight: float = 0.0,
+                 entropy_weight: float = 1.0, schedule: str = "constant", label_smoothing: float = 0.0,
+                 device: str = "cpu", random_state=None, verbose=None):
         self.rounds = rounds
         self.epochs = epochs
         self.min_steps = min_steps
@@ -173,6 +178,10 @@ class SelfLabel(BaseEstimator):
         self.shift = shift
         self.degrees = degrees
         self.scale = scale
+        self.neighbor_weight = neighbor_weight
+        self.entropy_weight = entropy_weight
+        self.schedule = schedule
+        self.label_smoothing = label_smoothing
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -200,7 +209,8 @@ class SelfLabel(BaseEstimator):
         gen = torch.Generator().manual_seed(0 if self.random_state is None else int(self.random_state))
         k = proba.shape[1]
         net = ConvClassifier(X.shape[1], k, int(self.width), generator=gen).to(device)
-        optimizer = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=1e-4)
+        lr = self.lr if self.lr is not None else (3e-3 if self.schedule == "cosine" else 1e-3)
+        optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
 
         self.initial_labels_ = proba.argmax(1).numpy()
         self.history_, self.selected_ = [], []
@@ -216,7 +226,13 @@ class SelfLabel(BaseEstimator):
             weight = torch.where(counts > 0, counts.sum() / counts.clamp(min=1) / k, 0.0).to(device)
             net.train()
             per_epoch = max(1, idx.numel() // self.batch_size)
-            for epoch in range(1, max(self.epochs, math.ceil(self.min_steps / per_epoch)) + 1):
+            n_epochs = max(self.epochs, math.ceil(self.min_steps / per_epoch))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            steps = n_epochs * math.ceil(idx.numel() / self.batch_size)  # cosine: down to 0 at the last
+            cosine = self.schedule == "cosine"
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if cosine else None
+            for epoch in range(1, n_epochs + 1):
                 total = 0.0
                 order = torch.randperm(idx.numel(), generator=gen)
                 for s in range(0, idx.numel(), self.batch_size):
@@ -225,13 +241,31 @@ class SelfLabel(BaseEstimator):
                         continue
                     x = augment_views(X[idx[batch]], gen, shift=self.shift, degrees=self.degrees,
                                       scale=self.scale).to(device)
-                    loss = F.cross_entropy(net(x), targets[batch].to(device), weight=weight)
+                    if self.neighbor_weight and neighbor_idx is not None:
+                        # SCAN's term on any images: an augmented view and one of its neighbours agree
+                        anchors = torch.randint(X.shape[0], (batch.numel(),), generator=gen)
+                        pick = torch.randint(neighbor_idx.shape[1], (batch.numel(),), generator=gen)
+                        pair = torch.cat([anchors, neighbor_idx[anchors, pick]])
+                        xp = augment_views(X[pair], gen, shift=self.shift, degrees=self.degrees,
+                                           scale=self.scale).to(device)
+                        logits = net(torch.cat([x, xp]))
+                        n_b = batch.numel()
+                        loss = F.cross_entropy(logits[:n_b], targets[batch].to(device), weight=weight,
+                                               label_smoothing=self.label_smoothing)
+                        scan, _, _ = scan_loss(logits[None, n_b:2 * n_b], logits[None, 2 * n_b:],
+                                               self.entropy_weight)
+                        loss = loss + self.neighbor_weight * scan[0]
+                    else:
+                        loss = F.cross_entropy(net(x), targets[batch].to(device), weight=weight,
+                                               label_smoothing=self.label_smoothing)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
+                    if sched is not None:
+                        sched.step()
                     total += loss.item() * batch.numel()
                 row = {"round": round_, "epoch": epoch, "loss": total / max(idx.numel(), 1),
-                       "selected": self.selected_[-1]}
+                       "selected": self.selected_[-1], "lr": optimizer.param_groups[0]["lr"]}
                 self.history_.append(row)
                 bar.set_postfix(epoch=epoch, loss=f"{row['loss']:.4f}", selected=f"{row['selected']:.2f}")
             bar.update(1)
@@ -251,12 +285,18 @@ class SelfLabel(BaseEstimator):
         check_positive_int(self.min_steps, "min_steps", minimum=0)
         for name, low, high in (("fraction", 0.0, 1.0),
                                 ("shift", 0.0, 1.0), ("degrees", 0.0, 180.0),
-                                ("scale", 0.0, 0.9), ("lr", 0.0, math.inf)):
+                                ("scale", 0.0, 0.9), ("lr", 0.0, math.inf),
+                                ("neighbor_weight", 0.0, math.inf), ("entropy_weight", 0.0, math.inf),
+                                ("label_smoothing", 0.0, 1.0)):
             value = getattr(self, name)
+            if name == "lr" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value <= high:
                 raise ValueError(f"{name} must be a number in [{low:g}, {high:g}]; got {value!r}.")
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be > 0; got {self.lr!r}.")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}.")
 
 
 @torch.no_grad()
