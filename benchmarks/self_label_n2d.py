@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from deepclust.data import load_dataset  # noqa: E402
 from deepclust.deep.base import as_image_tensor, stage_seed  # noqa: E402
 from deepclust.deep.n2d import N2D  # noqa: E402
-from deepclust.deep.self_label import SelfLabel  # noqa: E402
+from deepclust.deep.self_label import SelfLabel, agreement_scores, neighbours, select_confident  # noqa: E402
 from deepclust.metrics import clustering_accuracy, normalized_mutual_info  # noqa: E402
 
 CACHE = Path(os.environ.get("SELF_LABEL_CACHE", "/tmp/self_label_n2d"))
@@ -47,13 +47,14 @@ def main() -> None:
                                 ("fraction", float, 0.5), ("n_neighbors", int, 20), ("width", int, 16),
                                 ("batch_size", int, 128),
                                 ("lr", float, None), ("shift", float, 0.1), ("degrees", float, 15.0),
-                                ("scale", float, 0.1), ("neighbor_weight", float, 0.0),
-                                ("entropy_weight", float, 1.0), ("label_smoothing", float, 0.0),
+                                ("scale", float, 0.1), ("label_smoothing", float, 0.0),
                                 ("schedule", str, "constant")):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default)
     parser.add_argument("--no-features", action="store_true", help="select by probability alone")
     parser.add_argument("--truth", action="store_true",
                         help="the classifier's ceiling: learn the TRUE labels of a random share (--fraction)")
+    parser.add_argument("--truth-on-selected", action="store_true",
+                        help="learn the TRUE labels of the points the stage would select from N2D's labels")
     parser.add_argument("--save", help="write the convnet's labels and probabilities to this .npz")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -73,13 +74,21 @@ def main() -> None:
     saved = np.load(cache)
     params = {k: getattr(args, k) for k in ("rounds", "epochs", "min_steps", "fraction", "n_neighbors",
                                             "width", "batch_size", "lr", "shift", "degrees", "scale",
-                                            "neighbor_weight", "entropy_weight", "label_smoothing",
+                                            "label_smoothing",
                                             "schedule")}
     posterior, features = saved["posterior"], None if args.no_features else saved["embedding"]
     if args.truth:  # one-hot true labels, a random tie-break: selection by probability = a random share
         noise = np.random.default_rng(args.seed).random(len(y)) * 1e-3
         posterior = np.eye(int(y.max()) + 1, dtype=np.float32)[y] * (1 - noise[:, None]) + noise[:, None] / 10
         features = None
+    if args.truth_on_selected:  # N2D's selection, true targets: is it the selection or the labels' errors?
+        n2d = torch.as_tensor(saved["labels"])
+        idx = neighbours(torch.as_tensor(features), args.n_neighbors)
+        keep = select_confident(n2d, agreement_scores(n2d, idx, torch.as_tensor(posterior)), args.fraction,
+                                int(y.max()) + 1).numpy()
+        posterior = np.eye(int(y.max()) + 1, dtype=np.float32)[y] * np.where(keep, 1.0, 0.5)[:, None]
+        posterior, features = posterior + (1 - posterior.sum(1, keepdims=True)) / posterior.shape[1], None
+        params["fraction"] = float(keep.mean())
     sl = SelfLabel(**params, random_state=stage_seed(args.seed, "self-label"),  # as N2D seeds it
                    verbose=False).fit(X, posterior, features)
     if args.save:

@@ -151,7 +151,8 @@ def test_the_small_grey_recipe_turns_it_on_from_5000_images_unless_the_user_says
     from deepclust.cluster.umap_gmm import UMAPGMM
     from deepclust.config import method_params
 
-    recipe = {"self_label_rounds": 1, "self_label_epochs": 30, "self_label_schedule": "cosine"}
+    recipe = {"self_label_rounds": 1, "self_label_epochs": 30, "self_label_schedule": "cosine",
+              "self_label_smoothing": 0.1}
     config, record = apply_recipe(RunConfig(method="n2d"), N2D, (28, 28, 1), 10_000, 10)
     assert record["options"] == recipe
     params = method_params(config, N2D.option_groups)
@@ -164,8 +165,9 @@ def test_the_small_grey_recipe_turns_it_on_from_5000_images_unless_the_user_says
     flat = RunConfig(method="n2d", self_label_schedule="constant", self_label_epochs=10)
     config, record = apply_recipe(flat, N2D, (28, 28, 1), 10_000, 10)
     assert (config.self_label_schedule, config.self_label_epochs) == ("constant", 10)
-    assert record["options"] == {"self_label_rounds": 1}
-    assert (N2D().self_label_schedule, N2D().self_label_epochs) == ("constant", 10)
+    assert record["options"] == {"self_label_rounds": 1, "self_label_smoothing": 0.1}
+    n2d = N2D()
+    assert (n2d.self_label_schedule, n2d.self_label_epochs, n2d.self_label_smoothing) == ("constant", 10, 0)
 
 
 def test_the_run_option_is_checked():

@@ -63,6 +63,7 @@ def _validators() -> dict[str, Callable[[str], object]]:
         "backbone": non_empty, "backbone_weights": non_empty, "feature_cache": non_empty,
         "dc_epochs": whole(1), "pca_dim": whole(1), "train_clusters": whole(1),
         "lr": finite(), "cluster_lr": finite(), "dc_lr": finite(), "noise": finite(zero=True),
+        "self_label_smoothing": finite(zero=True),
         "dataset": non_empty, "data_dir": non_empty, "resume": non_empty, "from_run": non_empty,
         "out": non_empty, "arch": non_empty, "run_dir": non_empty,
     }

@@ -15,7 +15,10 @@ probability > 0.99 (MNIST-test: 99.7 %), and the top half by probability is bare
 all points (USPS: 97.3 % against 96.4 %), where the top half by neighbour agreement is right 99.8 % of
 the time (benchmarks/RESULTS.md, "Self-labelling on top of N2D"). Without ``features`` the score is the
 probability. Training: class-balanced cross-entropy (each kept class weighs inversely to its count),
-Adam, ``epochs`` passes over the kept points per round.
+Adam, ``epochs`` passes over the kept points per round, at a constant rate or falling to 0 along a cosine
+(``schedule``). How good the classifier is matters as much as its labels: trained on the TRUE labels of
+a random half of MNIST-test it labels all of it at 0.976 with 10 flat epochs at 1e-3 and at 0.992 with 30
+epochs on the cosine schedule from 3e-3.
 
 Everything random (the network's initial weights, batches, augmentations) is drawn from one
 ``torch.Generator`` seeded from ``random_state``.
@@ -34,7 +37,6 @@ from sklearn.base import BaseEstimator
 from torch import nn
 
 from .._validation import check_positive_int, resolve_device
-from ..cluster.scan import scan_loss
 from ..data.rows import ImageRows
 from ..progress import progress
 from .training import affine_warp
@@ -142,10 +144,17 @@ class SelfLabel(BaseEstimator):
     width : int, default=16
         Filters of the classifier's first convolution.
     batch_size : int, default=128
-    lr : float, default=1e-3
-        Adam's learning rate (weight decay 1e-4).
+    lr : float or None, default=None
+        Adam's learning rate (weight decay 1e-4); None: 3e-3 with the cosine schedule, 1e-3 constant.
     shift, degrees, scale : float, default=0.1, 15, 0.1
         The augmentation (see :func:`augment_views`).
+    schedule : {"constant", "cosine"}, default="constant"
+        "cosine": each round's rate falls from ``lr`` to 0 over its batches. With 30 epochs it took one
+        round on MNIST-test from 0.956 to 0.971 and on USPS from 0.968 to 0.980 (3 seeds; RESULTS.md,
+        "Self-labelling: a longer round with a cosine schedule"); N2D's small-grey recipe uses it.
+    label_smoothing : float, default=0.0
+        The cross-entropy's label smoothing: a share of each target spread over all clusters, so the
+        network is not pushed to certainty on the few wrong pseudo-labels.
     device : str, default="cpu"
     random_state : int or None
     verbose : bool or None
@@ -164,9 +173,8 @@ class SelfLabel(BaseEstimator):
 
     def __init__(self, *, rounds: int = 2, epochs: int = 10, min_steps: int = 300, fraction: float = 0.5,
                  n_neighbors: int = 20, width: int = 16, batch_size: int = 128, lr: float | None = None,
-                 shift: float = 0.1, degrees: float = 15.0, scale: float = 0.1, neighbor_weight: float = 0.0,
-                 entropy_weight: float = 1.0, schedule: str = "constant", label_smoothing: float = 0.0,
-                 device: str = "cpu", random_state=None, verbose=None):
+                 shift: float = 0.1, degrees: float = 15.0, scale: float = 0.1, schedule: str = "constant",
+                 label_smoothing: float = 0.0, device: str = "cpu", random_state=None, verbose=None):
         self.rounds = rounds
         self.epochs = epochs
         self.min_steps = min_steps
@@ -178,8 +186,6 @@ class SelfLabel(BaseEstimator):
         self.shift = shift
         self.degrees = degrees
         self.scale = scale
-        self.neighbor_weight = neighbor_weight
-        self.entropy_weight = entropy_weight
         self.schedule = schedule
         self.label_smoothing = label_smoothing
         self.device = device
@@ -241,23 +247,8 @@ class SelfLabel(BaseEstimator):
                         continue
                     x = augment_views(X[idx[batch]], gen, shift=self.shift, degrees=self.degrees,
                                       scale=self.scale).to(device)
-                    if self.neighbor_weight and neighbor_idx is not None:
-                        # SCAN's term on any images: an augmented view and one of its neighbours agree
-                        anchors = torch.randint(X.shape[0], (batch.numel(),), generator=gen)
-                        pick = torch.randint(neighbor_idx.shape[1], (batch.numel(),), generator=gen)
-                        pair = torch.cat([anchors, neighbor_idx[anchors, pick]])
-                        xp = augment_views(X[pair], gen, shift=self.shift, degrees=self.degrees,
-                                           scale=self.scale).to(device)
-                        logits = net(torch.cat([x, xp]))
-                        n_b = batch.numel()
-                        loss = F.cross_entropy(logits[:n_b], targets[batch].to(device), weight=weight,
-                                               label_smoothing=self.label_smoothing)
-                        scan, _, _ = scan_loss(logits[None, n_b:2 * n_b], logits[None, 2 * n_b:],
-                                               self.entropy_weight)
-                        loss = loss + self.neighbor_weight * scan[0]
-                    else:
-                        loss = F.cross_entropy(net(x), targets[batch].to(device), weight=weight,
-                                               label_smoothing=self.label_smoothing)
+                    loss = F.cross_entropy(net(x), targets[batch].to(device), weight=weight,
+                                           label_smoothing=self.label_smoothing)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -286,7 +277,6 @@ class SelfLabel(BaseEstimator):
         for name, low, high in (("fraction", 0.0, 1.0),
                                 ("shift", 0.0, 1.0), ("degrees", 0.0, 180.0),
                                 ("scale", 0.0, 0.9), ("lr", 0.0, math.inf),
-                                ("neighbor_weight", 0.0, math.inf), ("entropy_weight", 0.0, math.inf),
                                 ("label_smoothing", 0.0, 1.0)):
             value = getattr(self, name)
             if name == "lr" and value is None:

@@ -94,6 +94,8 @@ def validate(config: RunConfig, *, methods: Iterable[str] | None = None) -> RunC
     if config.self_label_schedule not in (None, *SELF_LABEL_SCHEDULES):
         raise ValueError("--self-label-schedule must be cosine or constant; "
                          f"got {config.self_label_schedule!r}.")
+    if config.self_label_smoothing is not None and not 0 <= config.self_label_smoothing < 1:
+        raise ValueError(f"--self-label-smoothing must be in [0, 1); got {config.self_label_smoothing!r}.")
     check_device(config.device)
     if any("manifold" in METHODS[name].option_groups for name in methods) \
             and config.umap_metric not in UMAP_METRICS:
