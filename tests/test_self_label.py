@@ -110,7 +110,8 @@ def test_the_cosine_schedule_starts_each_round_at_its_rate_and_ends_near_zero(to
 
 
 @pytest.mark.parametrize(("params", "match"), [({"rounds": 0}, "rounds"), ({"fraction": 1.5}, "fraction"),
-                                               ({"lr": 0.0}, "lr"), ({"schedule": "linear"}, "schedule")])
+                                               ({"lr": 0.0}, "lr"), ({"schedule": "linear"}, "schedule"),
+                                               ({"label_smoothing": -0.1}, "label_smoothing")])
 def test_bad_parameters_name_themselves(toy, params, match):
     X, y = toy
     with pytest.raises(ValueError, match=match):
@@ -180,14 +181,17 @@ def test_the_run_option_is_checked():
         validate(RunConfig(method="n2d", self_label_epochs=0))
     with pytest.raises(ValueError, match="--self-label-schedule"):
         validate(RunConfig(method="n2d", self_label_schedule="linear"))
+    with pytest.raises(ValueError, match="--self-label-smoothing"):
+        validate(RunConfig(method="n2d", self_label_smoothing=1.0))
 
 
 def test_the_command_line_takes_the_training_options():
     from deepclust.cli import _run_config, build_parser
 
-    config = _run_config(build_parser().parse_args(["run", "--self-label-epochs", "5",
-                                                    "--self-label-schedule", "constant"]))
-    assert (config.self_label_epochs, config.self_label_schedule) == (5, "constant")
+    flags = ["--self-label-epochs", "5", "--self-label-schedule", "constant", "--self-label-smoothing", "0"]
+    config = _run_config(build_parser().parse_args(["run", *flags]))
+    chosen = (config.self_label_epochs, config.self_label_schedule, config.self_label_smoothing)
+    assert chosen == (5, "constant", 0)
     assert _run_config(build_parser().parse_args(["run"])).self_label_schedule is None  # the recipe's
 
 
