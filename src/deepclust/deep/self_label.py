@@ -151,10 +151,12 @@ class SelfLabel(BaseEstimator):
     schedule : {"constant", "cosine"}, default="constant"
         "cosine": each round's rate falls from ``lr`` to 0 over its batches. With 30 epochs it took one
         round on MNIST-test from 0.956 to 0.971 and on USPS from 0.968 to 0.980 (3 seeds; RESULTS.md,
-        "Self-labelling: a longer round with a cosine schedule"); N2D's small-grey recipe uses it.
+        "Self-labelling: a longer round, a cosine schedule and label smoothing"). N2D's small-grey
+        recipe uses it.
     label_smoothing : float, default=0.0
         The cross-entropy's label smoothing: a share of each target spread over all clusters, so the
-        network is not pushed to certainty on the few wrong pseudo-labels.
+        network is not pushed to certainty on the few wrong pseudo-labels (with the cosine round above:
+        MNIST-test 0.971 -> 0.977, USPS 0.980 -> 0.984, 3 seeds).
     device : str, default="cpu"
     random_state : int or None
     verbose : bool or None
