@@ -4,7 +4,11 @@ relabel the rest better? (benchmarks/RESULTS.md, "Self-labelling on top of N2D")
     # once per data set and seed: N2D alone, its labels and mixture probabilities cached
     python benchmarks/self_label_n2d.py base mnist 0 --data-dir ../shared/data/mnist --split test
     # then any number of self-labelling settings on that cache
-    python benchmarks/self_label_n2d.py sl mnist 0 --rounds 2 --epochs 10 --confidence 0.99
+    python benchmarks/self_label_n2d.py sl mnist 0 --rounds 1 --epochs 30 --schedule cosine \
+        --label-smoothing 0.1
+    # the classifier's ceiling: true labels of a random half, or of the half the stage would select
+    python benchmarks/self_label_n2d.py sl mnist 0 --epochs 30 --schedule cosine --truth
+    python benchmarks/self_label_n2d.py sl mnist 0 --epochs 30 --schedule cosine --truth-on-selected
 
 One thread (``OMP_NUM_THREADS=1``): the machine is shared.
 """
