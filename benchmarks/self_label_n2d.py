@@ -4,7 +4,11 @@ relabel the rest better? (benchmarks/RESULTS.md, "Self-labelling on top of N2D")
     # once per data set and seed: N2D alone, its labels and mixture probabilities cached
     python benchmarks/self_label_n2d.py base mnist 0 --data-dir ../shared/data/mnist --split test
     # then any number of self-labelling settings on that cache
-    python benchmarks/self_label_n2d.py sl mnist 0 --rounds 2 --epochs 10 --confidence 0.99
+    python benchmarks/self_label_n2d.py sl mnist 0 --rounds 1 --epochs 30 --schedule cosine \
+        --label-smoothing 0.1
+    # the classifier's ceiling: true labels of a random half, or of the half the stage would select
+    python benchmarks/self_label_n2d.py sl mnist 0 --epochs 30 --schedule cosine --truth
+    python benchmarks/self_label_n2d.py sl mnist 0 --epochs 30 --schedule cosine --truth-on-selected
 
 One thread (``OMP_NUM_THREADS=1``): the machine is shared.
 """
@@ -25,7 +29,7 @@ import torch  # noqa: E402
 from deepclust.data import load_dataset  # noqa: E402
 from deepclust.deep.base import as_image_tensor, stage_seed  # noqa: E402
 from deepclust.deep.n2d import N2D  # noqa: E402
-from deepclust.deep.self_label import SelfLabel  # noqa: E402
+from deepclust.deep.self_label import SelfLabel, agreement_scores, neighbours, select_confident  # noqa: E402
 from deepclust.metrics import clustering_accuracy, normalized_mutual_info  # noqa: E402
 
 CACHE = Path(os.environ.get("SELF_LABEL_CACHE", "/tmp/self_label_n2d"))
@@ -46,10 +50,16 @@ def main() -> None:
     for name, kind, default in (("rounds", int, 2), ("epochs", int, 10), ("min_steps", int, 300),
                                 ("fraction", float, 0.5), ("n_neighbors", int, 20), ("width", int, 16),
                                 ("batch_size", int, 128),
-                                ("lr", float, 1e-3), ("shift", float, 0.1), ("degrees", float, 15.0),
-                                ("scale", float, 0.1)):
+                                ("lr", float, None), ("shift", float, 0.1), ("degrees", float, 15.0),
+                                ("scale", float, 0.1), ("label_smoothing", float, 0.0),
+                                ("schedule", str, "constant")):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default)
     parser.add_argument("--no-features", action="store_true", help="select by probability alone")
+    parser.add_argument("--truth", action="store_true",
+                        help="the classifier's ceiling: learn the TRUE labels of a random share (--fraction)")
+    parser.add_argument("--truth-on-selected", action="store_true",
+                        help="learn the TRUE labels of the points the stage would select from N2D's labels")
+    parser.add_argument("--save", help="write the convnet's labels and probabilities to this .npz")
     args = parser.parse_args()
     torch.set_num_threads(1)
     X, y = load(args)
@@ -67,11 +77,28 @@ def main() -> None:
         return
     saved = np.load(cache)
     params = {k: getattr(args, k) for k in ("rounds", "epochs", "min_steps", "fraction", "n_neighbors",
-                                            "width", "batch_size", "lr", "shift", "degrees", "scale")}
+                                            "width", "batch_size", "lr", "shift", "degrees", "scale",
+                                            "label_smoothing",
+                                            "schedule")}
+    posterior, features = saved["posterior"], None if args.no_features else saved["embedding"]
+    if args.truth:  # one-hot true labels, a random tie-break: selection by probability = a random share
+        noise = np.random.default_rng(args.seed).random(len(y)) * 1e-3
+        posterior = np.eye(int(y.max()) + 1, dtype=np.float32)[y] * (1 - noise[:, None]) + noise[:, None] / 10
+        features = None
+    if args.truth_on_selected:  # N2D's selection, true targets: is it the selection or the labels' errors?
+        n2d = torch.as_tensor(saved["labels"])
+        idx = neighbours(torch.as_tensor(features), args.n_neighbors)
+        keep = select_confident(n2d, agreement_scores(n2d, idx, torch.as_tensor(posterior)), args.fraction,
+                                int(y.max()) + 1).numpy()
+        posterior = np.eye(int(y.max()) + 1, dtype=np.float32)[y] * np.where(keep, 1.0, 0.5)[:, None]
+        posterior, features = posterior + (1 - posterior.sum(1, keepdims=True)) / posterior.shape[1], None
+        params["fraction"] = float(keep.mean())
     sl = SelfLabel(**params, random_state=stage_seed(args.seed, "self-label"),  # as N2D seeds it
-                   verbose=False).fit(X, saved["posterior"], None if args.no_features else saved["embedding"])
+                   verbose=False).fit(X, posterior, features)
+    if args.save:
+        np.savez(args.save, labels=sl.labels_, proba=sl.proba_, initial=sl.initial_labels_)
     sel = [round(s, 3) for s in sl.selected_]
-    print(json.dumps({"dataset": args.dataset, "seed": args.seed, **params,
+    print(json.dumps({"dataset": args.dataset, "seed": args.seed, **params, "truth": args.truth,
                       "n2d_acc": round(clustering_accuracy(y, saved["labels"]), 4),
                       "sl_acc": round(clustering_accuracy(y, sl.labels_), 4),
                       "sl_nmi": round(normalized_mutual_info(y, sl.labels_), 4),

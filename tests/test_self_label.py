@@ -95,8 +95,23 @@ def test_self_label_corrects_doubtful_labels_and_is_deterministic(toy, one_torch
     assert np.array_equal(a.labels_, b.labels_) and np.array_equal(a.proba_, b.proba_)
 
 
+def test_the_cosine_schedule_starts_each_round_at_its_rate_and_ends_near_zero(toy, one_torch_thread):
+    X, y = toy
+    params = {**SMALL, "lr": None}
+    proba, features = _noisy_proba(y, 0.2), _embedding(y)
+    cosine = SelfLabel(**params, schedule="cosine", random_state=3).fit(X, proba, features)
+    rates = [[row["lr"] for row in cosine.history_ if row["round"] == r] for r in (1, 2)]
+    for per_round in rates:  # 3e-3 by default, falling every epoch, to 0 after the round's last batch
+        assert per_round[0] < 3e-3 and per_round == sorted(per_round, reverse=True)
+        assert per_round[-1] == pytest.approx(0, abs=1e-9)
+    assert (cosine.labels_ == y).mean() > 0.95
+    constant = SelfLabel(**params, random_state=3).fit(X, proba, features)
+    assert {row["lr"] for row in constant.history_} == {1e-3}  # the default without a schedule
+
+
 @pytest.mark.parametrize(("params", "match"), [({"rounds": 0}, "rounds"), ({"fraction": 1.5}, "fraction"),
-                                               ({"lr": 0.0}, "lr")])
+                                               ({"lr": 0.0}, "lr"), ({"schedule": "linear"}, "schedule"),
+                                               ({"label_smoothing": -0.1}, "label_smoothing")])
 def test_bad_parameters_name_themselves(toy, params, match):
     X, y = toy
     with pytest.raises(ValueError, match=match):
@@ -137,13 +152,23 @@ def test_the_small_grey_recipe_turns_it_on_from_5000_images_unless_the_user_says
     from deepclust.cluster.umap_gmm import UMAPGMM
     from deepclust.config import method_params
 
+    recipe = {"self_label_rounds": 1, "self_label_epochs": 30, "self_label_schedule": "cosine",
+              "self_label_smoothing": 0.1}
     config, record = apply_recipe(RunConfig(method="n2d"), N2D, (28, 28, 1), 10_000, 10)
-    assert config.self_label_rounds == 1 and record["options"] == {"self_label_rounds": 1}
-    assert method_params(config, N2D.option_groups)["self_label_rounds"] == 1
-    assert "self_label_rounds" not in method_params(config, UMAPGMM.option_groups)
+    assert record["options"] == recipe
+    params = method_params(config, N2D.option_groups)
+    assert {name: params[name] for name in recipe} == recipe
+    assert not set(recipe) & set(method_params(config, UMAPGMM.option_groups))
     assert apply_recipe(RunConfig(method="n2d"), N2D, (8, 8), 1797, 10) == (RunConfig(method="n2d"), None)
     config, _ = apply_recipe(RunConfig(method="n2d", self_label_rounds=0), N2D, (28, 28, 1), 10_000, 10)
     assert config.self_label_rounds == 0 and N2D().self_label_rounds == 0
+    # the earlier flat training, asked for by name: the recipe fills only what the user left unset
+    flat = RunConfig(method="n2d", self_label_schedule="constant", self_label_epochs=10)
+    config, record = apply_recipe(flat, N2D, (28, 28, 1), 10_000, 10)
+    assert (config.self_label_schedule, config.self_label_epochs) == ("constant", 10)
+    assert record["options"] == {"self_label_rounds": 1, "self_label_smoothing": 0.1}
+    n2d = N2D()
+    assert (n2d.self_label_schedule, n2d.self_label_epochs, n2d.self_label_smoothing) == ("constant", 10, 0)
 
 
 def test_the_run_option_is_checked():
@@ -152,6 +177,22 @@ def test_the_run_option_is_checked():
     assert validate(RunConfig(method="n2d", self_label_rounds=0)).self_label_rounds == 0
     with pytest.raises(ValueError, match="--self-label-rounds"):
         validate(RunConfig(method="n2d", self_label_rounds=-1))
+    with pytest.raises(ValueError, match="--self-label-epochs"):
+        validate(RunConfig(method="n2d", self_label_epochs=0))
+    with pytest.raises(ValueError, match="--self-label-schedule"):
+        validate(RunConfig(method="n2d", self_label_schedule="linear"))
+    with pytest.raises(ValueError, match="--self-label-smoothing"):
+        validate(RunConfig(method="n2d", self_label_smoothing=1.0))
+
+
+def test_the_command_line_takes_the_training_options():
+    from deepclust.cli import _run_config, build_parser
+
+    flags = ["--self-label-epochs", "5", "--self-label-schedule", "constant", "--self-label-smoothing", "0"]
+    config = _run_config(build_parser().parse_args(["run", *flags]))
+    chosen = (config.self_label_epochs, config.self_label_schedule, config.self_label_smoothing)
+    assert chosen == (5, "constant", 0)
+    assert _run_config(build_parser().parse_args(["run"])).self_label_schedule is None  # the recipe's
 
 
 def test_images_read_from_a_data_cache_give_the_same_labels(toy, tmp_path, one_torch_thread):

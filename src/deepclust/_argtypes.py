@@ -58,11 +58,12 @@ def _validators() -> dict[str, Callable[[str], object]]:
         "seed": whole(0, MAX_SEED), "resize": whole(1, MAX_RESIZE), "n_init": whole(1),
         "pretrain": whole(0), "cluster": whole(0), "layerwise": whole(0),
         "batch_size": whole(1, MAX_BATCH_SIZE), "umap_neighbors": whole(2), "umap_dim": whole(1),
-        "self_label_rounds": whole(0),
+        "self_label_rounds": whole(0), "self_label_epochs": whole(1),
         "scan_neighbors": whole(1), "scan_epochs": whole(1),
         "backbone": non_empty, "backbone_weights": non_empty, "feature_cache": non_empty,
         "dc_epochs": whole(1), "pca_dim": whole(1), "train_clusters": whole(1),
         "lr": finite(), "cluster_lr": finite(), "dc_lr": finite(), "noise": finite(zero=True),
+        "self_label_smoothing": finite(zero=True),
         "dataset": non_empty, "data_dir": non_empty, "resume": non_empty, "from_run": non_empty,
         "out": non_empty, "arch": non_empty, "run_dir": non_empty,
     }

@@ -118,10 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
                           help="dimensions of the UMAP map (default: the number of clusters)")
     manifold.add_argument("--umap-metric", default="euclidean",
                           help="UMAP's metric, e.g. euclidean or cosine (default: euclidean)")
-    run.add_argument_group("self-labelling (n2d)").add_argument(
+    self_label = run.add_argument_group("self-labelling (n2d)")
+    self_label.add_argument(
         "--self-label-rounds", type=int, default=None, metavar="N",
         help="rounds of training a small convnet on the confident clusters' augmented views, whose "
              "predictions become the clusters (0: off; default: the method's recipe for the data, else off)")
+    self_label.add_argument("--self-label-epochs", type=int, default=None, metavar="N",
+                            help="the convnet's epochs a round (default: the method's recipe, else 10)")
+    self_label.add_argument("--self-label-schedule", choices=("cosine", "constant"), default=None,
+                            help="the convnet's learning rate: cosine from 3e-3 down to 0 each round, or "
+                                 "constant 1e-3 (default: the method's recipe, else constant)")
+    self_label.add_argument("--self-label-smoothing", type=float, default=None, metavar="E",
+                            help="label smoothing of the convnet's cross-entropy, in [0, 1) (default: the "
+                                 "method's recipe, else 0)")
     scan = run.add_argument_group("SCAN (--method scan, on --backbone features)")
     scan.add_argument("--scan-neighbors", type=int, default=20, metavar="N",
                       help="nearest neighbours each point should agree with (default: 20)")
@@ -281,6 +290,8 @@ def _run_config(args: argparse.Namespace):
         dc_augment=args.dc_augment, cluster_optimizer=args.cluster_optimizer, cluster_lr=args.cluster_lr,
         cluster_augment=args.cluster_augment, umap_neighbors=args.umap_neighbors, umap_dim=args.umap_dim,
         umap_metric=args.umap_metric, self_label_rounds=args.self_label_rounds,
+        self_label_epochs=args.self_label_epochs, self_label_schedule=args.self_label_schedule,
+        self_label_smoothing=args.self_label_smoothing,
         scan_neighbors=args.scan_neighbors, scan_epochs=args.scan_epochs,
         self_label=args.self_label,
         from_run=args.from_run, visualize=args.visualize, metrics=args.metrics,

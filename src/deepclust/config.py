@@ -94,6 +94,9 @@ class RunConfig:
     umap_metric: str = _option("euclidean", "manifold", param="metric")
     # N2D's self-labelling rounds (0: off); None: the recipe's, else off
     self_label_rounds: int | None = _option(None, "self_labelling")
+    self_label_epochs: int | None = _option(None, "self_labelling")  # None: the recipe's, else 10
+    self_label_schedule: str | None = _option(None, "self_labelling")  # None: the recipe's, else constant
+    self_label_smoothing: float | None = _option(None, "self_labelling")  # None: the recipe's, else 0
     # SCAN on feature vectors
     scan_neighbors: int = _option(20, "scan", param="n_neighbors")
     scan_epochs: int = _option(50, "scan", param="epochs")

@@ -15,7 +15,10 @@ probability > 0.99 (MNIST-test: 99.7 %), and the top half by probability is bare
 all points (USPS: 97.3 % against 96.4 %), where the top half by neighbour agreement is right 99.8 % of
 the time (benchmarks/RESULTS.md, "Self-labelling on top of N2D"). Without ``features`` the score is the
 probability. Training: class-balanced cross-entropy (each kept class weighs inversely to its count),
-Adam, ``epochs`` passes over the kept points per round.
+Adam, ``epochs`` passes over the kept points per round, at a constant rate or falling to 0 along a cosine
+(``schedule``). How good the classifier is matters as much as its labels: trained on the TRUE labels of
+a random half of MNIST-test it labels all of it at 0.976 with 10 flat epochs at 1e-3 and at 0.992 with 30
+epochs on the cosine schedule from 3e-3.
 
 Everything random (the network's initial weights, batches, augmentations) is drawn from one
 ``torch.Generator`` seeded from ``random_state``.
@@ -117,6 +120,9 @@ def select_confident(labels: torch.Tensor, scores: torch.Tensor, fraction: float
     return keep
 
 
+SCHEDULES = ("constant", "cosine")
+
+
 class SelfLabel(BaseEstimator):
     """Train :class:`ConvClassifier` on a clustering's confident points, on augmented views.
 
@@ -138,10 +144,19 @@ class SelfLabel(BaseEstimator):
     width : int, default=16
         Filters of the classifier's first convolution.
     batch_size : int, default=128
-    lr : float, default=1e-3
-        Adam's learning rate (weight decay 1e-4).
+    lr : float or None, default=None
+        Adam's learning rate (weight decay 1e-4); None: 3e-3 with the cosine schedule, 1e-3 constant.
     shift, degrees, scale : float, default=0.1, 15, 0.1
         The augmentation (see :func:`augment_views`).
+    schedule : {"constant", "cosine"}, default="constant"
+        "cosine": each round's rate falls from ``lr`` to 0 over its batches. With 30 epochs it took one
+        round on MNIST-test from 0.956 to 0.971 and on USPS from 0.968 to 0.980 (3 seeds; RESULTS.md,
+        "Self-labelling: a longer round, a cosine schedule and label smoothing"). N2D's small-grey
+        recipe uses it.
+    label_smoothing : float, default=0.0
+        The cross-entropy's label smoothing: a share of each target spread over all clusters, so the
+        network is not pushed to certainty on the few wrong pseudo-labels (with the cosine round above:
+        MNIST-test 0.971 -> 0.977, USPS 0.980 -> 0.984, 3 seeds).
     device : str, default="cpu"
     random_state : int or None
     verbose : bool or None
@@ -159,9 +174,9 @@ class SelfLabel(BaseEstimator):
     """
 
     def __init__(self, *, rounds: int = 2, epochs: int = 10, min_steps: int = 300, fraction: float = 0.5,
-                 n_neighbors: int = 20, width: int = 16, batch_size: int = 128, lr: float = 1e-3,
-                 shift: float = 0.1, degrees: float = 15.0, scale: float = 0.1, device: str = "cpu",
-                 random_state=None, verbose=None):
+                 n_neighbors: int = 20, width: int = 16, batch_size: int = 128, lr: float | None = None,
+                 shift: float = 0.1, degrees: float = 15.0, scale: float = 0.1, schedule: str = "constant",
+                 label_smoothing: float = 0.0, device: str = "cpu", random_state=None, verbose=None):
         self.rounds = rounds
         self.epochs = epochs
         self.min_steps = min_steps
@@ -173,6 +188,8 @@ class SelfLabel(BaseEstimator):
         self.shift = shift
         self.degrees = degrees
         self.scale = scale
+        self.schedule = schedule
+        self.label_smoothing = label_smoothing
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -200,7 +217,8 @@ class SelfLabel(BaseEstimator):
         gen = torch.Generator().manual_seed(0 if self.random_state is None else int(self.random_state))
         k = proba.shape[1]
         net = ConvClassifier(X.shape[1], k, int(self.width), generator=gen).to(device)
-        optimizer = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=1e-4)
+        lr = self.lr if self.lr is not None else (3e-3 if self.schedule == "cosine" else 1e-3)
+        optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
 
         self.initial_labels_ = proba.argmax(1).numpy()
         self.history_, self.selected_ = [], []
@@ -216,7 +234,13 @@ class SelfLabel(BaseEstimator):
             weight = torch.where(counts > 0, counts.sum() / counts.clamp(min=1) / k, 0.0).to(device)
             net.train()
             per_epoch = max(1, idx.numel() // self.batch_size)
-            for epoch in range(1, max(self.epochs, math.ceil(self.min_steps / per_epoch)) + 1):
+            n_epochs = max(self.epochs, math.ceil(self.min_steps / per_epoch))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            steps = n_epochs * math.ceil(idx.numel() / self.batch_size)  # cosine: down to 0 at the last
+            cosine = self.schedule == "cosine"
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if cosine else None
+            for epoch in range(1, n_epochs + 1):
                 total = 0.0
                 order = torch.randperm(idx.numel(), generator=gen)
                 for s in range(0, idx.numel(), self.batch_size):
@@ -225,13 +249,16 @@ class SelfLabel(BaseEstimator):
                         continue
                     x = augment_views(X[idx[batch]], gen, shift=self.shift, degrees=self.degrees,
                                       scale=self.scale).to(device)
-                    loss = F.cross_entropy(net(x), targets[batch].to(device), weight=weight)
+                    loss = F.cross_entropy(net(x), targets[batch].to(device), weight=weight,
+                                           label_smoothing=self.label_smoothing)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
+                    if sched is not None:
+                        sched.step()
                     total += loss.item() * batch.numel()
                 row = {"round": round_, "epoch": epoch, "loss": total / max(idx.numel(), 1),
-                       "selected": self.selected_[-1]}
+                       "selected": self.selected_[-1], "lr": optimizer.param_groups[0]["lr"]}
                 self.history_.append(row)
                 bar.set_postfix(epoch=epoch, loss=f"{row['loss']:.4f}", selected=f"{row['selected']:.2f}")
             bar.update(1)
@@ -251,12 +278,17 @@ class SelfLabel(BaseEstimator):
         check_positive_int(self.min_steps, "min_steps", minimum=0)
         for name, low, high in (("fraction", 0.0, 1.0),
                                 ("shift", 0.0, 1.0), ("degrees", 0.0, 180.0),
-                                ("scale", 0.0, 0.9), ("lr", 0.0, math.inf)):
+                                ("scale", 0.0, 0.9), ("lr", 0.0, math.inf),
+                                ("label_smoothing", 0.0, 1.0)):
             value = getattr(self, name)
+            if name == "lr" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value <= high:
                 raise ValueError(f"{name} must be a number in [{low:g}, {high:g}]; got {value!r}.")
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be > 0; got {self.lr!r}.")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}.")
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ MAX_SEED = 2**32 - 1
 #: Widest layer (units of a dense layer, filters of a convolution) an architecture file may ask for.
 MAX_WIDTH = 2**16
 NORMALIZE = (None, "unit", "standard")
+SELF_LABEL_SCHEDULES = ("cosine", "constant")
 #: umap-learn's metrics that need no parameter and take any real vectors (its other names need extra
 #: arguments, such as mahalanobis or wminkowski, or special data, such as haversine or categorical).
 UMAP_METRICS = ("euclidean", "l2", "manhattan", "l1", "taxicab", "chebyshev", "linf", "linfty", "linfinity",
@@ -37,6 +38,7 @@ _INTS = (
     ("batch_size", "--batch-size", 1, True), ("cluster_epochs", "--cluster", 0, False),
     ("umap_neighbors", "--umap-neighbors", 2, False), ("umap_dim", "--umap-dim", 1, True),
     ("self_label_rounds", "--self-label-rounds", 0, True),
+    ("self_label_epochs", "--self-label-epochs", 1, True),
     ("scan_neighbors", "--scan-neighbors", 1, False), ("scan_epochs", "--scan-epochs", 1, False),
     ("dc_epochs", "--dc-epochs", 1, False), ("pca_dim", "--pca-dim", 1, False),
     ("train_clusters", "--train-clusters", 1, True), ("seed", "--seed", 0, False),
@@ -89,6 +91,11 @@ def validate(config: RunConfig, *, methods: Iterable[str] | None = None) -> RunC
                              "images do not fit in memory; use a backbone or a smaller size.")
     if config.normalize not in NORMALIZE:
         raise ValueError(f"--normalize must be unit, standard or none; got {config.normalize!r}.")
+    if config.self_label_schedule not in (None, *SELF_LABEL_SCHEDULES):
+        raise ValueError("--self-label-schedule must be cosine or constant; "
+                         f"got {config.self_label_schedule!r}.")
+    if config.self_label_smoothing is not None and not 0 <= config.self_label_smoothing < 1:
+        raise ValueError(f"--self-label-smoothing must be in [0, 1); got {config.self_label_smoothing!r}.")
     check_device(config.device)
     if any("manifold" in METHODS[name].option_groups for name in methods) \
             and config.umap_metric not in UMAP_METRICS:
