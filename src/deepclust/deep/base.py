@@ -210,11 +210,10 @@ class DeepClusterer(MethodTraits, ClusterMixin, TransformerMixin, BaseEstimator)
         # Under torchrun each rank encodes its contiguous shard into its rows of the embedding and k-means
         # is collective over the shards (the same centres on every rank; the gathered labels are one
         # process's). The other ranks' rows arrive only after k-means, so a rank never holds the whole
-        # embedding and k-means's working set at once. On a data cache (the path for data larger than
-        # memory) k-means also centres the rows in place rather than a copy, which may move their last
-        # bits; in-memory data keep the exact embedding.
+        # embedding and k-means's working set at once; k-means centres the rows in place and gives them
+        # back bit for bit (``copy_x=False``), so it needs no copy of them either.
         Z = encode_all(model, X, device=self._device, fill=False)
-        km = KMeans(n_clusters, n_init=self.n_init, init_size=None, copy_x=not isinstance(X, ImageRows),
+        km = KMeans(n_clusters, n_init=self.n_init, init_size=None, copy_x=False,
                     random_state=stage_seed(self._base_seed(), "kmeans"))
         km.fit(Z[D.shard_slice(X.shape[0])].numpy())
         D.fill_from_shards(Z.numpy())
