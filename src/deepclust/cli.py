@@ -12,6 +12,7 @@ from . import __version__, _argtypes, determinism
 from ._errors import describe_error, sigterm_as_interrupt
 from ._heap import pin_mmap_threshold
 from .config import DEFAULT_METHOD, PHOTO_METHOD
+from .deep.self_label import SCHEDULES as SELF_LABEL_SCHEDULES
 from .pipeline.defaults import SMALL_SET_IMAGES, SMALL_SET_METHOD, SMALL_SET_SIDE
 
 
@@ -125,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
              "predictions become the clusters (0: off; default: the method's recipe for the data, else off)")
     self_label.add_argument("--self-label-epochs", type=int, default=None, metavar="N",
                             help="the convnet's epochs a round (default: the method's recipe, else 10)")
-    self_label.add_argument("--self-label-schedule", choices=("cosine", "constant"), default=None,
+    self_label.add_argument("--self-label-schedule", choices=SELF_LABEL_SCHEDULES, default=None,
                             help="the convnet's learning rate: cosine from 3e-3 down to 0 each round, or "
                                  "constant 1e-3 (default: the method's recipe, else constant)")
     self_label.add_argument("--self-label-smoothing", type=float, default=None, metavar="E",

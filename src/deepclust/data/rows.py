@@ -42,10 +42,17 @@ def release_pages(array) -> None:
     a pass over a large memory-mapped file does not leave it all resident; nothing for in-memory data."""
     mapped = backing_map(array) if isinstance(array, np.ndarray) else None
     if mapped is not None:
-        try:
-            mapped.madvise(mmap.MADV_DONTNEED)
-        except (AttributeError, OSError, ValueError):  # no madvise here: the OS still reclaims pages
-            pass
+        _drop_pages(mapped)
+
+
+def _drop_pages(mapped: mmap.mmap) -> bool:
+    """``madvise(MADV_DONTNEED)`` on ``mapped``; False where the platform has no madvise (the OS then
+    still reclaims the pages when it needs them)."""
+    try:
+        mapped.madvise(mmap.MADV_DONTNEED)
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
 
 
 def is_memory_mapped(array) -> bool:
@@ -179,7 +186,5 @@ class ImageRows:
         self._read += nbytes
         if self._read >= self.release_bytes:
             self._read = 0
-            try:
-                self._map.madvise(mmap.MADV_DONTNEED)
-            except (AttributeError, OSError, ValueError):  # no madvise here: the OS still reclaims pages
+            if not _drop_pages(self._map):  # no madvise here: stop trying
                 self._map = None

@@ -23,7 +23,6 @@ MAX_SEED = 2**32 - 1
 #: Widest layer (units of a dense layer, filters of a convolution) an architecture file may ask for.
 MAX_WIDTH = 2**16
 NORMALIZE = (None, "unit", "standard")
-SELF_LABEL_SCHEDULES = ("cosine", "constant")
 #: umap-learn's metrics that need no parameter and take any real vectors (its other names need extra
 #: arguments, such as mahalanobis or wminkowski, or special data, such as haversine or categorical).
 UMAP_METRICS = ("euclidean", "l2", "manhattan", "l1", "taxicab", "chebyshev", "linf", "linfty", "linfinity",
@@ -91,8 +90,10 @@ def validate(config: RunConfig, *, methods: Iterable[str] | None = None) -> RunC
                              "images do not fit in memory; use a backbone or a smaller size.")
     if config.normalize not in NORMALIZE:
         raise ValueError(f"--normalize must be unit, standard or none; got {config.normalize!r}.")
-    if config.self_label_schedule not in (None, *SELF_LABEL_SCHEDULES):
-        raise ValueError("--self-label-schedule must be cosine or constant; "
+    from ..deep.self_label import SCHEDULES
+
+    if config.self_label_schedule not in (None, *SCHEDULES):
+        raise ValueError(f"--self-label-schedule must be {' or '.join(SCHEDULES)}; "
                          f"got {config.self_label_schedule!r}.")
     if config.self_label_smoothing is not None and not 0 <= config.self_label_smoothing < 1:
         raise ValueError(f"--self-label-smoothing must be in [0, 1); got {config.self_label_smoothing!r}.")
