@@ -3,7 +3,7 @@
 glibc serves a large allocation with its own mapping, returned to the OS when freed, but after each such
 free it raises that size threshold (up to 32 MiB) and serves later blocks of that size from its heap,
 where freed blocks stay. Work that allocates and frees arrays of changing sizes (k-means restarts, the
-distance tiles of the metrics) then ratchets resident memory up: scoring 1,000,000 points kept 108-117 MiB
+distance tiles of the metrics) then ratchets resident memory up: scoring 1,000,000 points kept 104-117 MiB
 it no longer used, and a 500,000 x 10 k-means with 20 restarts 96 MiB (benchmarks/RESULTS.md, issue 14).
 
 - :func:`pin_mmap_threshold` fixes the threshold (the command line does, at 4 MiB): blocks from 4 MiB
