@@ -99,6 +99,8 @@ BAD = [  # (argv after 'deepclust', fragment of the message, exit status)
     (["run", "--method", "dec", "-a", "{files}/bad.yaml"], "bad.yaml: invalid YAML at line 2, column 1", 2),
     (["run", "--method", "n2d", "--umap-metric", "bogus"], "--umap-metric 'bogus' is not a metric", 2),
     (["run", "--method", "umap-gmm", "--umap-dim", "5000"], "--umap-dim 5000 must be smaller than", 2),
+    (["run", "--method", "graph-linkage", "--min-cluster-fraction", "2"], "must be in [0, 1]; got 2.0", 2),
+    (["run", "--method", "graph-linkage", "--linkage-neighbors", "0"], "--linkage-neighbors must be", 2),
     (["run", "--method", "deepcluster", "--batch-size", "1"], "--batch-size must be at least 2 for", 2),
     (["run", "--method", "deepcluster", "--train-clusters", "5000"], "--train-clusters 5000 is larger", 2),
     (["run", "--resume", ""], "argument --resume: must not be empty", 2),

@@ -164,6 +164,22 @@ def test_acceptance_mnist_kmeans(tmp_path):
     assert 0.45 <= metrics["nmi"] <= 0.55
 
 
+@pytest.mark.data
+def test_the_plain_command_on_coil20_links_the_views_of_each_object(tmp_path):
+    """Issue 17's COIL-20 target (ACC >= 0.95) with no method flag: graph-linkage at 64 x 64."""
+    coil = SHARED_DATA / "coil20"
+    if not coil.is_dir():
+        pytest.skip("../shared/data/coil20 not found: real-data tests need the shared data sets")
+    out = tmp_path / "runs"
+    assert main(["run", "-d", "coil20", "--data-dir", str(coil), "--out", str(out), "--no-progress"]) == 0
+    run_dir = _only_run_dir(out)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["method"]["name"] == "graph-linkage"
+    assert config["resolved"]["recipe"]["options"] == {"size": 64}
+    assert metrics["acc"] >= 0.99 and metrics["nmi"] >= 0.99
+
+
 TINY_ARCH_YAML = """
 name: tiny
 encoder:

@@ -59,7 +59,6 @@ def test_the_default_run_takes_the_graph_cut_for_a_small_set_of_tiny_grey_images
     for shape, n in (((8, 8, 1), SMALL_SET_IMAGES),  # MNIST and USPS keep N2D and its recipe
                      ((16, 16, 1), 9298), ((28, 28, 1), 70_000),
                      ((16, 16, 1), 2007),  # USPS's test split: the graph cut of its pixels gave 0.61
-                     ((128, 128, 1), 1440),  # COIL-20: larger grey images
                      ((8, 8, 3), 1000)):  # colour
         assert method_for_data(default, shape, n) == (default, None), (shape, n)
     named = RunConfig(method="kmeans")

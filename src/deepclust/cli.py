@@ -13,7 +13,13 @@ from ._errors import describe_error, sigterm_as_interrupt
 from ._heap import pin_mmap_threshold
 from .config import DEFAULT_METHOD, PHOTO_METHOD
 from .deep.self_label import SCHEDULES as SELF_LABEL_SCHEDULES
-from .pipeline.defaults import SMALL_SET_IMAGES, SMALL_SET_METHOD, SMALL_SET_SIDE
+from .pipeline.defaults import (
+    LINKAGE_METHOD,
+    LINKAGE_SET_IMAGES,
+    SMALL_SET_IMAGES,
+    SMALL_SET_METHOD,
+    SMALL_SET_SIDE,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"clustering method (default: chosen from the data: a folder of colour photos gets "
                           f"pretrained features and {PHOTO_METHOD}, fewer than {SMALL_SET_IMAGES:,} grey "
                           f"images of at most {SMALL_SET_SIDE} x {SMALL_SET_SIDE} pixels {SMALL_SET_METHOD}, "
-                          f"anything else {DEFAULT_METHOD}): "
+                          f"fewer than {LINKAGE_SET_IMAGES:,} larger grey images {LINKAGE_METHOD}, anything "
+                          f"else {DEFAULT_METHOD}): "
                           + "; ".join(f"{name}: {summary}" for name, summary in _method_summaries()))
     run.add_argument("-k", "--clusters", type=_clusters_arg, default=None, metavar="K|auto",
                      help="number of clusters, or 'auto' to try --k-range and keep the k with the best "
@@ -132,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     self_label.add_argument("--self-label-smoothing", type=float, default=None, metavar="E",
                             help="label smoothing of the convnet's cross-entropy, in [0, 1) (default: the "
                                  "method's recipe, else 0)")
+    linkage = run.add_argument_group("graph degree linkage (--method graph-linkage)")
+    linkage.add_argument("--linkage-neighbors", type=int, default=None, metavar="N",
+                         help="nearest neighbours each image links to (default: 5)")
+    linkage.add_argument("--min-cluster-fraction", type=float, default=None, metavar="F",
+                         help="clusters below this fraction of the mean cluster size merge first, in "
+                              "[0, 1] (0: off; default: 0.5)")
     scan = run.add_argument_group("SCAN (--method scan, on --backbone features)")
     scan.add_argument("--scan-neighbors", type=int, default=20, metavar="N",
                       help="nearest neighbours each point should agree with (default: 20)")
@@ -293,6 +306,7 @@ def _run_config(args: argparse.Namespace):
         umap_metric=args.umap_metric, self_label_rounds=args.self_label_rounds,
         self_label_epochs=args.self_label_epochs, self_label_schedule=args.self_label_schedule,
         self_label_smoothing=args.self_label_smoothing,
+        linkage_neighbors=args.linkage_neighbors, min_cluster_fraction=args.min_cluster_fraction,
         scan_neighbors=args.scan_neighbors, scan_epochs=args.scan_epochs,
         self_label=args.self_label,
         from_run=args.from_run, visualize=args.visualize, metrics=args.metrics,

@@ -30,6 +30,7 @@ OPTION_GROUPS = {
     "autoencoder": "autoencoder pretraining (architecture, epochs, optimiser, loss, augmentation)",
     "clustering_stage": "the trained clustering stage of DEC, IDEC and DCN",
     "manifold": "the UMAP map that N2D, umap-gmm and umap-spectral cluster in",
+    "graph_linkage": "the nearest-neighbour graph that graph-linkage merges clusters along",
     "scan": "SCAN's neighbours, training epochs and self-labelling",
     "self_labelling": "N2D's last stage: a convnet trained on the confident clusters' augmented views",
     "convnet": "the convnet DeepCluster trains on pseudo-labels: network, front end, epochs, optimisers",
@@ -97,6 +98,9 @@ class RunConfig:
     self_label_epochs: int | None = _option(None, "self_labelling")  # None: the recipe's, else 10
     self_label_schedule: str | None = _option(None, "self_labelling")  # None: the recipe's, else constant
     self_label_smoothing: float | None = _option(None, "self_labelling")  # None: the recipe's, else 0
+    # graph-linkage: out-edges per point; None: the recipe's, else the estimator's (5, 0.5)
+    linkage_neighbors: int | None = _option(None, "graph_linkage", param="n_neighbors")
+    min_cluster_fraction: float | None = _option(None, "graph_linkage")
     # SCAN on feature vectors
     scan_neighbors: int = _option(20, "scan", param="n_neighbors")
     scan_epochs: int = _option(50, "scan", param="epochs")

@@ -6,11 +6,11 @@ What a method is (its input, whether it trains a network, the options it reads) 
 
 from __future__ import annotations
 
-from ..cluster import SCAN, UMAPGMM, KMeans, UMAPSpectral
+from ..cluster import SCAN, UMAPGMM, GraphDegreeLinkage, KMeans, UMAPSpectral
 from ..deep import DCN, DEC, IDEC, N2D, AEKMeans, DeepCluster
 
-METHODS: dict[str, type] = {cls.method_name: cls for cls in (KMeans, UMAPGMM, UMAPSpectral, SCAN, AEKMeans,
-                                                             DEC, IDEC, DCN, N2D, DeepCluster)}
+METHODS: dict[str, type] = {cls.method_name: cls for cls in (
+    KMeans, UMAPGMM, UMAPSpectral, GraphDegreeLinkage, SCAN, AEKMeans, DEC, IDEC, DCN, N2D, DeepCluster)}
 
 
 def method_class(name: str) -> type:

@@ -44,16 +44,18 @@ def load_inputs(config: RunConfig, *,
 
 
 def load_run_inputs(config: RunConfig, *, choose_method: bool = False,
-                    ) -> tuple[RunConfig, dict | None, ImageDataset, np.ndarray, int | str]:
+                    ) -> tuple[RunConfig, dict | None, ImageDataset, np.ndarray, int | str, str | None]:
     """A run's pixels (a folder's train/ when test/ is held out), with ``config`` completed by the
     method's recipe for their shape and number (:mod:`deepclust.recipes`), and that recipe's record.
 
     ``choose_method`` (no method was named): the method may change for these data
-    (:func:`~deepclust.pipeline.defaults.method_for_data`); ``config.method`` says which. A recipe that
+    (:func:`~deepclust.pipeline.defaults.method_for_data`); ``config.method`` says which, and the last
+    value why (None: it did not change). A recipe that
     resizes the images (COIL-20's objects to 64 x 64) has them loaded again at that size.
     """
     dataset, X, n_clusters = load_inputs(fit_config(config))
     channels = 1 if config.grayscale else dataset.images.shape[-1]
+    why = None
     if choose_method:
         config, why = method_for_data(config, (*dataset.images.shape[1:3], channels), len(X))
         if why is not None:  # the new method may take its input in another form (vectors, not images)
@@ -62,7 +64,7 @@ def load_run_inputs(config: RunConfig, *, choose_method: bool = False,
                                   len(X), n_clusters)
     if recipe is not None and "size" in recipe["options"]:
         dataset, X, n_clusters = load_inputs(fit_config(config))
-    return config, recipe, dataset, X, n_clusters
+    return config, recipe, dataset, X, n_clusters, why
 
 
 def load_backbone_inputs(config: RunConfig, *,

@@ -42,7 +42,7 @@ from ..progress import progress_enabled
 from ..report.page import try_write_report
 from ..runs import RunPaths, create_run_dir, set_status, versions
 from .build import build_method
-from .defaults import choose_pipeline, small_set_note
+from .defaults import choose_pipeline
 from .folder import after_fit, fit_config, summary_lines
 from .inputs import auto_k_values, load_backbone_inputs, load_run_inputs
 from .memory import check_network
@@ -130,10 +130,9 @@ def _run(config: RunConfig, resume, chosen: str | None = None, *, choose_method:
         dataset, X, n_clusters, backbone = load_backbone_inputs(fit_config(config))
         embedding_seconds = round(time.perf_counter() - tick, 4)  # extraction, or reading the cache
     else:  # options left unset come from the method's recipe for these data
-        default = config.method
-        config, recipe, dataset, X, n_clusters = load_run_inputs(config, choose_method=choose_method)
-        if config.method != default:
-            chosen = small_set_note(X.shape[0])
+        config, recipe, dataset, X, n_clusters, why = load_run_inputs(config, choose_method=choose_method)
+        if why is not None:
+            chosen = why
             print(f"deepclust: {chosen}", file=sys.stderr)
         if resume:  # the saved options already hold the recipe's values; keep the record of them
             recipe = _saved_recipe(RunPaths(Path(resume)))

@@ -38,6 +38,7 @@ _INTS = (
     ("umap_neighbors", "--umap-neighbors", 2, False), ("umap_dim", "--umap-dim", 1, True),
     ("self_label_rounds", "--self-label-rounds", 0, True),
     ("self_label_epochs", "--self-label-epochs", 1, True),
+    ("linkage_neighbors", "--linkage-neighbors", 1, True),
     ("scan_neighbors", "--scan-neighbors", 1, False), ("scan_epochs", "--scan-epochs", 1, False),
     ("dc_epochs", "--dc-epochs", 1, False), ("pca_dim", "--pca-dim", 1, False),
     ("train_clusters", "--train-clusters", 1, True), ("seed", "--seed", 0, False),
@@ -46,6 +47,7 @@ _INTS = (
 _FLOATS = (
     ("lr", "--lr", False, True), ("cluster_lr", "--cluster-lr", False, True),
     ("dc_lr", "--dc-lr", False, True), ("noise", "--noise", True, False),
+    ("min_cluster_fraction", "--min-cluster-fraction", True, True),
 )
 
 
@@ -97,6 +99,8 @@ def validate(config: RunConfig, *, methods: Iterable[str] | None = None) -> RunC
                          f"got {config.self_label_schedule!r}.")
     if config.self_label_smoothing is not None and not 0 <= config.self_label_smoothing < 1:
         raise ValueError(f"--self-label-smoothing must be in [0, 1); got {config.self_label_smoothing!r}.")
+    if config.min_cluster_fraction is not None and config.min_cluster_fraction > 1:
+        raise ValueError(f"--min-cluster-fraction must be in [0, 1]; got {config.min_cluster_fraction!r}.")
     check_device(config.device)
     if any("manifold" in METHODS[name].option_groups for name in methods) \
             and config.umap_metric not in UMAP_METRICS:
