@@ -220,8 +220,9 @@ def test_deepcluster_on_two_ranks_follows_one_process(tmp_path):
     batch (``deep.global_batch``).
 
     The first clustering, before any training, gives exactly one process's pseudo-labels (configuration
-    2). The cross-entropy and clustering losses follow one process (rtol 1e-4: the ranks sum gradients,
-    batch statistics and PCA moments in another order; the gaps seen are below 2e-6) and the clusters
+    2). The cross-entropy follows one process (rtol 1e-4: the ranks sum gradients, batch statistics
+    and PCA moments in another order; the gaps seen are below 2e-6), the clustering loss too (rtol 1e-2:
+    whitening magnifies those gaps, up to 2.6e-3 seen on an Intel Xeon) and the clusters
     are the same partition, for a small convnet and for alexnet-small with batch norm and dropout; a fit
     resumed from rank 0's checkpoint ends where an uninterrupted one ends. The worker checks that both
     ranks end with the same weights; rank 0 alone writes checkpoints.
@@ -254,8 +255,11 @@ def test_deepcluster_on_two_ranks_follows_one_process(tmp_path):
             losses = np.array([np.nan if r["cross_entropy"] is None else r["cross_entropy"]
                                for r in ref.history_])
             np.testing.assert_allclose(got[f"loss{i}"], losses, rtol=1e-4, equal_nan=True, err_msg=f"{i}")
+            # PCA whitening divides by each component's spread, so the trained features' rounding shows
+            # up larger in the k-means loss (alexnet-small with batch norm: 2.6e-3 on one CPU, same labels)
             np.testing.assert_allclose(got[f"clustering_loss{i}"],
-                                       [r["clustering_loss"] for r in ref.history_], rtol=1e-4)
+                                       [r["clustering_loss"] for r in ref.history_], rtol=1e-2,
+                                       err_msg=f"config {i}")
             assert adjusted_rand_index(ref.labels_, got[f"labels{i}"]) == pytest.approx(1.0), f"config {i}"
     assert sorted(p.name for p in (out / "dc-rank0").iterdir()) == ["deepcluster.pt"]
     assert sorted(p.name for p in (out / "dc-bn-rank0").iterdir()) == ["deepcluster.pt"]
