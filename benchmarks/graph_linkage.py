@@ -3,6 +3,8 @@ neighbours and the small-cluster rule on COIL-20, and what the same method gives
 
     python benchmarks/graph_linkage.py --data ../shared/data                 # COIL-20 grid
     python benchmarks/graph_linkage.py --data ../shared/data --digits        # digits, USPS, MNIST-test
+    # on N2D's UMAP map and autoencoder embedding of MNIST-test, cached by self_label_n2d.py's "base"
+    python benchmarks/graph_linkage.py --data ../shared/data --n2d-cache /tmp/self_label_n2d/mnist-test-0.npz
 
 The method has no random part, so each setting is one figure. Pixels in [0, 1], as ``deepclust run``
 prepares them; COIL-20 resized by the data loader as ``--resize`` does. Prints Markdown tables.
@@ -57,12 +59,32 @@ def digit_sets(data: Path) -> None:
                       f"{seconds:.1f} |", flush=True)
 
 
+def on_n2d(data: Path, cache: Path) -> None:
+    """Does linking along the graph of N2D's spaces beat its mixture (the start of self-labelling)?"""
+    saved = np.load(cache)
+    y = np.asarray(load_dataset("mnist", data_dir=data / "mnist", split="test", download=False).labels)
+    print(f"N2D's mixture: ACC {clustering_accuracy(y, saved['labels']):.4f}\n")
+    print("| space | neighbours | ACC | seconds |")
+    print("| --- | --- | --- | --- |")
+    for space in ("manifold", "embedding"):
+        Z = saved[space].astype(np.float32)
+        for k in (5, 10, 20):
+            tick = time.perf_counter()
+            labels = GraphDegreeLinkage(10, n_neighbors=k).fit(Z).labels_
+            print(f"| {space} ({Z.shape[1]}-d) | {k} | {clustering_accuracy(y, labels):.4f} | "
+                  f"{time.perf_counter() - tick:.1f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="the shared data folder")
     parser.add_argument("--digits", action="store_true", help="the digit sets instead of the COIL-20 grid")
+    parser.add_argument("--n2d-cache", type=Path, help="an MNIST-test cache of self_label_n2d.py's base mode")
     args = parser.parse_args()
-    (digit_sets if args.digits else coil_grid)(args.data)
+    if args.n2d_cache:
+        on_n2d(args.data, args.n2d_cache)
+    else:
+        (digit_sets if args.digits else coil_grid)(args.data)
 
 
 if __name__ == "__main__":
