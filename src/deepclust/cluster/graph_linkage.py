@@ -31,6 +31,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from .._validation import check_features, check_n_clusters, check_positive_int
+from ..progress import progress
 from ..recipes import LARGE_GREY, Recipe
 from ..traits import MethodTraits
 from ._manifold import ManifoldClusterer
@@ -54,7 +55,9 @@ class GraphDegreeLinkage(ManifoldClusterer, MethodTraits, ClusterMixin, BaseEsti
         merges before any other pair. 0 turns the rule off (the paper's algorithm).
     n_vote : int, default=10
         Nearest training points that vote on a new point's cluster.
-    device, random_state, verbose
+    verbose : bool or None
+        Progress bars for the neighbour search and the merges (None: on a terminal).
+    device, random_state
         Taken for a common interface with the other methods; the algorithm is not random and runs on
         the CPU.
 
@@ -96,10 +99,12 @@ class GraphDegreeLinkage(ManifoldClusterer, MethodTraits, ClusterMixin, BaseEsti
             raise ValueError(f"bandwidth must be > 0; got {self.bandwidth!r}.")
         if not 0 <= float(self.min_cluster_fraction) <= 1:
             raise ValueError(f"min_cluster_fraction must be in [0, 1]; got {self.min_cluster_fraction!r}.")
-        weights = neighbour_graph(X, n_neighbors, float(self.bandwidth)) if n > 1 else csr_matrix((n, n))
+        weights = (neighbour_graph(X, n_neighbors, float(self.bandwidth), verbose=self.verbose) if n > 1
+                   else csr_matrix((n, n)))
         start = initial_clusters(weights, k)
         self.n_initial_clusters_ = int(start.max()) + 1
-        labels = _Agglomeration(weights, start, X).merge_to(k, self.min_cluster_fraction * n / k)
+        labels = _Agglomeration(weights, start, X).merge_to(k, self.min_cluster_fraction * n / k,
+                                                            verbose=self.verbose)
         self.labels_ = labels
         self.posterior_ = _edge_shares(weights, labels, k)
         self.cluster_centers_ = cluster_means(X, labels, k)
@@ -109,7 +114,7 @@ class GraphDegreeLinkage(ManifoldClusterer, MethodTraits, ClusterMixin, BaseEsti
 
 
 def neighbour_graph(X: np.ndarray, n_neighbors: int, bandwidth: float = 1.0, *,
-                    chunk: int | None = None) -> csr_matrix:
+                    chunk: int | None = None, verbose: bool | None = False) -> csr_matrix:
     """(n, n) sparse directed graph: ``exp(-d^2 / sigma^2)`` from each row of ``X`` to its ``n_neighbors``
     nearest other rows (exact Euclidean; ties to the lower index), ``sigma^2 = bandwidth`` x the mean
     squared distance of those edges. Memory: ``chunk`` x n distances at a time (None: 2^22 in all)."""
@@ -119,7 +124,7 @@ def neighbour_graph(X: np.ndarray, n_neighbors: int, bandwidth: float = 1.0, *,
     norms = (Xt * Xt).sum(1)
     dist = np.empty((n, n_neighbors))
     index = np.empty((n, n_neighbors), dtype=np.int64)
-    for start in range(0, n, chunk):
+    for start in progress(range(0, n, chunk), desc="nearest neighbours", unit="chunk", enabled=verbose):
         rows = slice(start, min(start + chunk, n))
         d2 = (norms[rows, None] - 2 * Xt[rows] @ Xt.T + norms[None, :]).clamp_min_(0)
         d2[torch.arange(d2.shape[0]), torch.arange(rows.start, rows.stop)] = float("inf")  # not itself
@@ -188,7 +193,7 @@ class _Agglomeration:
             lo, hi = min(a, c), max(a, c)
             heapq.heappush(self.heap, (-self.affinity(a, c), lo, hi, self.stamp[lo], self.stamp[hi]))
 
-    def merge_to(self, n_clusters: int, min_size: float) -> np.ndarray:
+    def merge_to(self, n_clusters: int, min_size: float, *, verbose: bool | None = False) -> np.ndarray:
         """Labels 0..n_clusters-1 (numbered by their first point) once ``n_clusters`` clusters are left.
 
         While a cluster of fewer than ``min_size`` points is left, the best pair that holds one merges:
@@ -196,10 +201,12 @@ class _Agglomeration:
         sizes = np.array([len(m) for m in self.members])
         self.n_small = int(np.sum(sizes < min_size))
         left = int(self.alive.sum())
-        while left > n_clusters:
-            a, b = self._best_pair(min_size)
-            self._merge(a, b, min_size)
-            left -= 1
+        with progress(total=max(left - n_clusters, 0), desc="merging", unit="merge", enabled=verbose) as bar:
+            while left > n_clusters:
+                a, b = self._best_pair(min_size)
+                self._merge(a, b, min_size)
+                left -= 1
+                bar.update()
         _, labels = np.unique(self.labels, return_inverse=True)
         first = np.full(labels.max() + 1, len(labels))
         np.minimum.at(first, labels, np.arange(len(labels)))
