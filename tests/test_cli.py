@@ -145,18 +145,23 @@ def test_failure_mid_run_leaves_no_half_written_folder(tmp_path, monkeypatch):
     assert not any(tmp_path.iterdir())
 
 
+def _real_data_run(tmp_path: Path, name: str, *options: str) -> tuple[dict, dict]:
+    """``deepclust run -d name`` on ../shared/data/<name> (skipped without it): metrics and config."""
+    folder = SHARED_DATA / name
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found: real-data tests need the shared data sets")
+    out = tmp_path / "runs"
+    assert main(["run", "--dataset", name, "--data-dir", str(folder), *options, "--out", str(out)]) == 0
+    run_dir = _only_run_dir(out)
+    return (json.loads((run_dir / "metrics.json").read_text()),
+            json.loads((run_dir / "config.json").read_text()))
+
+
 @pytest.mark.data
 @pytest.mark.slow
 def test_acceptance_mnist_kmeans(tmp_path):
     """The issue's acceptance command on the real MNIST-70k; literature: ACC ~0.53-0.55, NMI ~0.50."""
-    mnist = SHARED_DATA / "mnist"
-    if not mnist.is_dir():
-        pytest.skip("../shared/data not found: real-data tests need the shared data sets")
-    out = tmp_path / "runs"
-    argv = ["run", "--dataset", "mnist", "--data-dir", str(mnist), "--method", "kmeans", "--seed", "0",
-            "--out", str(out)]
-    assert main(argv) == 0
-    metrics = json.loads((_only_run_dir(out) / "metrics.json").read_text())
+    metrics, _ = _real_data_run(tmp_path, "mnist", "--method", "kmeans", "--seed", "0")
     for key in ("acc", "nmi", "ari", "silhouette", "dunn"):
         assert key in metrics
     assert metrics["n_samples"] == 70000
@@ -167,14 +172,7 @@ def test_acceptance_mnist_kmeans(tmp_path):
 @pytest.mark.data
 def test_the_plain_command_on_coil20_links_the_views_of_each_object(tmp_path):
     """Issue 17's COIL-20 target (ACC >= 0.95) with no method flag: graph-linkage at 64 x 64."""
-    coil = SHARED_DATA / "coil20"
-    if not coil.is_dir():
-        pytest.skip("../shared/data/coil20 not found: real-data tests need the shared data sets")
-    out = tmp_path / "runs"
-    assert main(["run", "-d", "coil20", "--data-dir", str(coil), "--out", str(out), "--no-progress"]) == 0
-    run_dir = _only_run_dir(out)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    config = json.loads((run_dir / "config.json").read_text())
+    metrics, config = _real_data_run(tmp_path, "coil20", "--no-progress")
     assert config["method"]["name"] == "graph-linkage"
     assert config["resolved"]["recipe"]["options"] == {"size": 64}
     assert metrics["acc"] >= 0.99 and metrics["nmi"] >= 0.99
