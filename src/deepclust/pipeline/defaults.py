@@ -37,8 +37,8 @@ SMALL_SET_IMAGES = 5000
 SMALL_SET_SIDE = 8
 SMALL_SET_METHOD = "umap-spectral"
 #: Grey sets of fewer than this many images larger than 32 x 32 get LINKAGE_METHOD when no method is
-#: named. Its graph needs every pair of distances (float64, 1,024 rows at a time): 20,000 images of
-#: 64 x 64 take minutes on 2 cores, still less than N2D's autoencoder; larger sets keep N2D.
+#: named. Its graph needs every pair of distances (exact, float64): 19,999 MNIST images at 64 x 64 took
+#: 3.5 min on 2 busy cores (benchmarks/RESULTS.md), less than N2D's autoencoder; larger sets keep N2D.
 LINKAGE_SET_IMAGES = 20_000
 LINKAGE_METHOD = "graph-linkage"
 
