@@ -183,13 +183,16 @@ class _Agglomeration:
                 self.frm[c][int(a)] = v / sizes[a] ** 2
         self.heap: list = []
         for a in range(count):
-            self._push_pairs(a)
+            self._push_pairs(a, higher_only=True)  # each pair once
 
     def affinity(self, a: int, c: int) -> float:
         return self.to[a].get(c, 0.0) + self.frm[a].get(c, 0.0)
 
-    def _push_pairs(self, a: int) -> None:
+    def _push_pairs(self, a: int, *, higher_only: bool = False) -> None:
+        """Queue every pair of ``a`` with a path (``higher_only``: the partners numbered above ``a``)."""
         for c in set(self.to[a]) | set(self.frm[a]):
+            if higher_only and c < a:
+                continue
             lo, hi = min(a, c), max(a, c)
             heapq.heappush(self.heap, (-self.affinity(a, c), lo, hi, self.stamp[lo], self.stamp[hi]))
 
