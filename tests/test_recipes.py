@@ -21,6 +21,7 @@ from deepclust.recipes import (
     SMALL_GREY,
     PerCluster,
     Recipe,
+    UpTo,
     apply_recipe,
     data_shape,
     recipe_for,
@@ -51,13 +52,14 @@ def test_every_recipe_is_one_the_method_can_run(method, shape, recipe):
         if name == "arch":
             assert value in list_architectures()
     image_shape = {SMALL_GREY: (28, 28, 1), LARGE_GREY: (128, 128, 1), COLOUR: (32, 32, 3)}[shape]
-    config, record = apply_recipe(RunConfig(method=method), cls, image_shape, 100_000, 10)
-    validate(config)
-    assert record["shape"] == shape and record["evidence"] == recipe.evidence
     params = cls(n_clusters=10).get_params()
-    for name, value in record["options"].items():
-        if name != "size":
-            assert (FIELDS[name].metadata["param"] or name) in params
+    for n_samples in (max(recipe.min_samples, 1), 100_000):  # the smallest set it is for, and a large one
+        config, record = apply_recipe(RunConfig(method=method), cls, image_shape, n_samples, 10)
+        validate(config)
+        assert record["shape"] == shape and record["evidence"] == recipe.evidence
+        for name, value in record["options"].items():
+            if name != "size":
+                assert (FIELDS[name].metadata["param"] or name) in params
             assert getattr(config, name) == value
 
 
@@ -71,7 +73,8 @@ def test_data_shape(image_shape, shape):
 
 class _Method:
     recipes = {SMALL_GREY: Recipe({"pretrain_epochs": 100, "optimizer": "sgd",
-                                   "train_clusters": PerCluster(2)}, "measured somewhere, three seeds",
+                                   "train_clusters": PerCluster(2), "self_label_students": UpTo(8000, 1)},
+                                  "measured somewhere, three seeds",
                                   min_samples=1000),
                LARGE_GREY: Recipe({"batch_size": 32}, "measured elsewhere, three seeds", resize_to=64)}
 
@@ -80,15 +83,25 @@ def test_a_recipe_fills_only_what_the_user_left_unset():
     config, record = apply_recipe(RunConfig(optimizer="adam"), _Method, (28, 28, 1), 5000, 10)
     assert config.optimizer == "adam"  # the user's choice wins
     assert config.pretrain_epochs == 100 and config.train_clusters == 20  # 2 k
-    assert record == {"shape": SMALL_GREY, "options": {"pretrain_epochs": 100, "train_clusters": 20},
+    assert record == {"shape": SMALL_GREY, "options": {"pretrain_epochs": 100, "train_clusters": 20,
+                                                       "self_label_students": 1},
                       "evidence": "measured somewhere, three seeds"}
 
 
 def test_a_recipe_skips_what_it_cannot_know_and_small_sets():
     config, record = apply_recipe(RunConfig(), _Method, (28, 28, 1), 5000, "auto")
-    assert config.train_clusters is None and record["options"] == {"pretrain_epochs": 100, "optimizer": "sgd"}
+    assert config.train_clusters is None
+    assert record["options"] == {"pretrain_epochs": 100, "optimizer": "sgd", "self_label_students": 1}
     assert apply_recipe(RunConfig(), _Method, (28, 28, 1), 999, 10) == (RunConfig(), None)
     assert recipe_for(_Method, (28, 28, 3), 5000) == (COLOUR, None)
+
+
+def test_a_value_up_to_a_size_is_set_only_on_sets_that_small():
+    assert apply_recipe(RunConfig(), _Method, (28, 28, 1), 8000, 10)[0].self_label_students == 1
+    config, record = apply_recipe(RunConfig(), _Method, (28, 28, 1), 8001, 10)
+    assert config.self_label_students is None and "self_label_students" not in record["options"]
+    config, record = apply_recipe(RunConfig(self_label_students=3), _Method, (28, 28, 1), 5000, 10)
+    assert config.self_label_students == 3 and "self_label_students" not in record["options"]
 
 
 def test_a_recipe_resizes_only_images_of_another_size_and_never_over_the_user():

@@ -12,6 +12,7 @@ from deepclust.config import RunConfig
 from deepclust.deep.checkpoint import load_model, save_model
 from deepclust.deep.n2d import N2D
 from deepclust.deep.self_label import SelfLabel, agreement_scores, augment_views, neighbours, select_confident
+from deepclust.metrics import clustering_accuracy
 from deepclust.recipes import apply_recipe
 
 
@@ -109,7 +110,30 @@ def test_the_cosine_schedule_starts_each_round_at_its_rate_and_ends_near_zero(to
     assert {row["lr"] for row in constant.history_} == {1e-3}  # the default without a schedule
 
 
+def test_a_student_is_a_fresh_network_that_learns_every_images_label(toy, one_torch_thread, monkeypatch):
+    X, y = toy
+    proba, features = _noisy_proba(y, 0.2), _embedding(y)
+    params = {**SMALL, "rounds": 1}
+    teacher = SelfLabel(**params, random_state=3).fit(X, proba, features)
+    built = []
+    monkeypatch.setattr(SelfLabel, "_network", lambda self, *a: built.append(1) or _NETWORK(self, *a))
+    student = SelfLabel(**params, students=1, random_state=3).fit(X, proba, features)
+    assert len(built) == 2  # the round's network, then the student's own
+    assert student.selected_ == [teacher.selected_[0], 1.0]
+    assert [row["round"] for row in student.history_] == [1] * SMALL["epochs"] + [2] * SMALL["epochs"]
+    # the round is the teacher's, draw for draw: the student starts where it ended
+    assert student.history_[:SMALL["epochs"]] == teacher.history_
+    assert (student.labels_ == y).mean() > 0.95
+    assert not torch.equal(student.network_.head.weight, teacher.network_.head.weight)
+    again = SelfLabel(**params, students=1, random_state=3).fit(X, proba, features)
+    assert np.array_equal(again.proba_, student.proba_)
+
+
+_NETWORK = SelfLabel._network
+
+
 @pytest.mark.parametrize(("params", "match"), [({"rounds": 0}, "rounds"), ({"fraction": 1.5}, "fraction"),
+                                               ({"students": -1}, "students"),
                                                ({"lr": 0.0}, "lr"), ({"schedule": "linear"}, "schedule"),
                                                ({"label_smoothing": -0.1}, "label_smoothing")])
 def test_bad_parameters_name_themselves(toy, params, match):
@@ -139,6 +163,18 @@ def test_n2d_with_self_labelling_predicts_with_the_convnet_after_save_and_load(t
         loaded.predict(torch.rand(2, 1, 10, 10))
 
 
+def test_n2d_scores_each_round_and_student_when_it_knows_the_labels(toy, monkeypatch, one_torch_thread):
+    X, y = toy
+    monkeypatch.setattr(N2D, "_SELF_LABEL_MIN_STEPS", 0)
+    model = N2D(3, arch=TINY_DENSE_ARCH, pretrain_epochs=2, n_neighbors=10, gmm_n_init=1, self_label_rounds=1,
+                self_label_students=2, self_label_epochs=2, random_state=0, verbose=False).fit(X, y)
+    scored = [row for row in model.history_ if row["stage"] == "self-label" and "acc" in row]
+    assert [row["round"] for row in scored] == [1, 2, 3] and "agreement" in scored[-1]
+    assert scored[-1]["acc"] == clustering_accuracy(y, model.labels_)
+    trained = {row["round"] for row in model.history_ if "epoch" in row and row["stage"] == "self-label"}
+    assert trained == {1, 2, 3}
+
+
 def test_n2d_without_self_labelling_keeps_its_vote(toy, tmp_path, one_torch_thread):
     X, _ = toy
     model = N2D(3, arch=TINY_DENSE_ARCH, pretrain_epochs=1, n_neighbors=10, gmm_n_init=1, random_state=0,
@@ -153,9 +189,14 @@ def test_the_small_grey_recipe_turns_it_on_from_5000_images_unless_the_user_says
     from deepclust.config import method_params
 
     recipe = {"self_label_rounds": 1, "self_label_epochs": 30, "self_label_schedule": "cosine",
-              "self_label_smoothing": 0.1}
+              "self_label_smoothing": 0.1, "self_label_students": 2}
     config, record = apply_recipe(RunConfig(method="n2d"), N2D, (28, 28, 1), 10_000, 10)
     assert record["options"] == recipe
+    # two students up to 20,000 images; MNIST-70k's run would take 25 more minutes with them
+    assert apply_recipe(RunConfig(method="n2d"), N2D, (28, 28, 1), 20_000, 10)[0].self_label_students == 2
+    large, record = apply_recipe(RunConfig(method="n2d"), N2D, (28, 28, 1), 70_000, 10)
+    assert large.self_label_students is None and "self_label_students" not in record["options"]
+    assert N2D().self_label_students == 0
     params = method_params(config, N2D.option_groups)
     assert {name: params[name] for name in recipe} == recipe
     assert not set(recipe) & set(method_params(config, UMAPGMM.option_groups))
@@ -166,7 +207,8 @@ def test_the_small_grey_recipe_turns_it_on_from_5000_images_unless_the_user_says
     flat = RunConfig(method="n2d", self_label_schedule="constant", self_label_epochs=10)
     config, record = apply_recipe(flat, N2D, (28, 28, 1), 10_000, 10)
     assert (config.self_label_schedule, config.self_label_epochs) == ("constant", 10)
-    assert record["options"] == {"self_label_rounds": 1, "self_label_smoothing": 0.1}
+    assert record["options"] == {"self_label_rounds": 1, "self_label_smoothing": 0.1,
+                                 "self_label_students": 2}
     n2d = N2D()
     assert (n2d.self_label_schedule, n2d.self_label_epochs, n2d.self_label_smoothing) == ("constant", 10, 0)
 
@@ -179,6 +221,8 @@ def test_the_run_option_is_checked():
         validate(RunConfig(method="n2d", self_label_rounds=-1))
     with pytest.raises(ValueError, match="--self-label-epochs"):
         validate(RunConfig(method="n2d", self_label_epochs=0))
+    with pytest.raises(ValueError, match="--self-label-students"):
+        validate(RunConfig(method="n2d", self_label_students=-1))
     with pytest.raises(ValueError, match="--self-label-schedule"):
         validate(RunConfig(method="n2d", self_label_schedule="linear"))
     with pytest.raises(ValueError, match="--self-label-smoothing"):
@@ -188,10 +232,12 @@ def test_the_run_option_is_checked():
 def test_the_command_line_takes_the_training_options():
     from deepclust.cli import _run_config, build_parser
 
-    flags = ["--self-label-epochs", "5", "--self-label-schedule", "constant", "--self-label-smoothing", "0"]
+    flags = ["--self-label-epochs", "5", "--self-label-schedule", "constant", "--self-label-smoothing", "0",
+             "--self-label-students", "2"]
     config = _run_config(build_parser().parse_args(["run", *flags]))
-    chosen = (config.self_label_epochs, config.self_label_schedule, config.self_label_smoothing)
-    assert chosen == (5, "constant", 0)
+    chosen = (config.self_label_epochs, config.self_label_schedule, config.self_label_smoothing,
+              config.self_label_students)
+    assert chosen == (5, "constant", 0, 2)
     assert _run_config(build_parser().parse_args(["run"])).self_label_schedule is None  # the recipe's
 
 

@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--self-label-rounds", type=int, default=None, metavar="N",
         help="rounds of training a small convnet on the confident clusters' augmented views, whose "
              "predictions become the clusters (0: off; default: the method's recipe for the data, else off)")
+    self_label.add_argument(
+        "--self-label-students", type=int, default=None, metavar="N",
+        help="after the rounds, fresh convnets each trained on every image's label from the one before "
+             "(default: the method's recipe for the data, else 0)")
     self_label.add_argument("--self-label-epochs", type=int, default=None, metavar="N",
                             help="the convnet's epochs a round (default: the method's recipe, else 10)")
     self_label.add_argument("--self-label-schedule", choices=SELF_LABEL_SCHEDULES, default=None,
@@ -304,6 +308,7 @@ def _run_config(args: argparse.Namespace):
         dc_augment=args.dc_augment, cluster_optimizer=args.cluster_optimizer, cluster_lr=args.cluster_lr,
         cluster_augment=args.cluster_augment, umap_neighbors=args.umap_neighbors, umap_dim=args.umap_dim,
         umap_metric=args.umap_metric, self_label_rounds=args.self_label_rounds,
+        self_label_students=args.self_label_students,
         self_label_epochs=args.self_label_epochs, self_label_schedule=args.self_label_schedule,
         self_label_smoothing=args.self_label_smoothing,
         linkage_neighbors=args.linkage_neighbors, min_cluster_fraction=args.min_cluster_fraction,

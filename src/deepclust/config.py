@@ -95,6 +95,7 @@ class RunConfig:
     umap_metric: str = _option("euclidean", "manifold", param="metric")
     # N2D's self-labelling rounds (0: off); None: the recipe's, else off
     self_label_rounds: int | None = _option(None, "self_labelling")
+    self_label_students: int | None = _option(None, "self_labelling")  # None: the recipe's, else 0
     self_label_epochs: int | None = _option(None, "self_labelling")  # None: the recipe's, else 10
     self_label_schedule: str | None = _option(None, "self_labelling")  # None: the recipe's, else constant
     self_label_smoothing: float | None = _option(None, "self_labelling")  # None: the recipe's, else 0

@@ -46,6 +46,15 @@ class Recipe:
     min_samples: int = 0  # the recipe applies from this many images on (it was measured on large sets)
 
 
+@dataclass(frozen=True)
+class UpTo:
+    """A recipe value only for runs of at most ``max_samples`` images; on more, the option keeps the
+    estimator's default (for a step whose time grows with the data past what its gain is worth)."""
+
+    max_samples: int
+    value: Any
+
+
 def data_shape(image_shape: tuple[int, ...]) -> str:
     """The shape class of images of ``image_shape`` (H, W) or (H, W, C), as the method will see them but
     before any resizing."""
@@ -79,6 +88,10 @@ def apply_recipe(config, cls: type, image_shape: tuple[int, ...], n_samples: int
     for name, value in recipe.options.items():
         if getattr(config, name) is not None:
             continue  # the user chose
+        if isinstance(value, UpTo):
+            if n_samples > value.max_samples:
+                continue
+            value = value.value
         if isinstance(value, PerCluster):
             if not isinstance(n_clusters, int):
                 continue  # k is chosen later (--clusters auto): the method's own default
@@ -91,5 +104,5 @@ def apply_recipe(config, cls: type, image_shape: tuple[int, ...], n_samples: int
             {"shape": shape, "options": changes, "evidence": recipe.evidence})
 
 
-__all__ = ["COLOUR", "LARGE_GREY", "SHAPES", "SMALL_GREY", "PerCluster", "Recipe", "apply_recipe",
+__all__ = ["COLOUR", "LARGE_GREY", "SHAPES", "SMALL_GREY", "PerCluster", "Recipe", "UpTo", "apply_recipe",
            "data_shape", "recipe_for"]

@@ -37,6 +37,7 @@ _INTS = (
     ("batch_size", "--batch-size", 1, True), ("cluster_epochs", "--cluster", 0, False),
     ("umap_neighbors", "--umap-neighbors", 2, False), ("umap_dim", "--umap-dim", 1, True),
     ("self_label_rounds", "--self-label-rounds", 0, True),
+    ("self_label_students", "--self-label-students", 0, True),
     ("self_label_epochs", "--self-label-epochs", 1, True),
     ("linkage_neighbors", "--linkage-neighbors", 1, True),
     ("scan_neighbors", "--scan-neighbors", 1, False), ("scan_epochs", "--scan-epochs", 1, False),
