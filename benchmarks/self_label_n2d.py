@@ -6,6 +6,9 @@ relabel the rest better? (benchmarks/RESULTS.md, "Self-labelling on top of N2D")
     # then any number of self-labelling settings on that cache
     python benchmarks/self_label_n2d.py sl mnist 0 --rounds 1 --epochs 30 --schedule cosine \
         --label-smoothing 0.1
+    # the same round, then three students (the ACC after each is printed)
+    python benchmarks/self_label_n2d.py sl mnist 0 --rounds 1 --students 3 --epochs 30 --schedule cosine \
+        --label-smoothing 0.1
     # the classifier's ceiling: true labels of a random half, or of the half the stage would select
     python benchmarks/self_label_n2d.py sl mnist 0 --epochs 30 --schedule cosine --truth
     python benchmarks/self_label_n2d.py sl mnist 0 --epochs 30 --schedule cosine --truth-on-selected
@@ -47,7 +50,8 @@ def main() -> None:
     parser.add_argument("seed", type=int)
     parser.add_argument("--data-dir")
     parser.add_argument("--split", default="all")
-    for name, kind, default in (("rounds", int, 2), ("epochs", int, 10), ("min_steps", int, 300),
+    for name, kind, default in (("rounds", int, 2), ("students", int, 0), ("epochs", int, 10),
+                                ("min_steps", int, 300),
                                 ("fraction", float, 0.5), ("n_neighbors", int, 20), ("width", int, 16),
                                 ("batch_size", int, 128),
                                 ("lr", float, None), ("shift", float, 0.1), ("degrees", float, 15.0),
@@ -76,10 +80,9 @@ def main() -> None:
                           "n2d_nmi": normalized_mutual_info(y, model.labels_), "seconds": round(seconds, 1)}))
         return
     saved = np.load(cache)
-    params = {k: getattr(args, k) for k in ("rounds", "epochs", "min_steps", "fraction", "n_neighbors",
-                                            "width", "batch_size", "lr", "shift", "degrees", "scale",
-                                            "label_smoothing",
-                                            "schedule")}
+    params = {k: getattr(args, k) for k in ("rounds", "students", "epochs", "min_steps", "fraction",
+                                            "n_neighbors", "width", "batch_size", "lr", "shift", "degrees",
+                                            "scale", "label_smoothing", "schedule")}
     posterior, features = saved["posterior"], None if args.no_features else saved["embedding"]
     if args.truth:  # one-hot true labels, a random tie-break: selection by probability = a random share
         noise = np.random.default_rng(args.seed).random(len(y)) * 1e-3
@@ -101,6 +104,8 @@ def main() -> None:
     print(json.dumps({"dataset": args.dataset, "seed": args.seed, **params, "truth": args.truth,
                       "n2d_acc": round(clustering_accuracy(y, saved["labels"]), 4),
                       "sl_acc": round(clustering_accuracy(y, sl.labels_), 4),
+                      "acc_by_round": [round(clustering_accuracy(y, labels), 4)
+                                       for labels in sl.round_labels_],
                       "sl_nmi": round(normalized_mutual_info(y, sl.labels_), 4),
                       "agreement_hungarian": round(clustering_accuracy(saved["labels"], sl.labels_), 4),
                       "selected": sel, "seconds": round(sl.fit_seconds_, 1),

@@ -120,7 +120,8 @@ def test_a_student_is_a_fresh_network_that_learns_every_images_label(toy, one_to
     student = SelfLabel(**params, students=1, random_state=3).fit(X, proba, features)
     assert len(built) == 2  # the round's network, then the student's own
     assert student.selected_ == [teacher.selected_[0], 1.0]
-    assert [row["round"] for row in student.history_] == [1] * SMALL["epochs"] + [2] * SMALL["epochs"]
+    # the student sees as many images as the round: 12 epochs of half the images, 6 of all of them
+    assert [row["round"] for row in student.history_] == [1] * SMALL["epochs"] + [2] * (SMALL["epochs"] // 2)
     # the round is the teacher's, draw for draw: the student starts where it ended
     assert student.history_[:SMALL["epochs"]] == teacher.history_
     assert (student.labels_ == y).mean() > 0.95
@@ -189,11 +190,11 @@ def test_the_small_grey_recipe_turns_it_on_from_5000_images_unless_the_user_says
     from deepclust.config import method_params
 
     recipe = {"self_label_rounds": 1, "self_label_epochs": 30, "self_label_schedule": "cosine",
-              "self_label_smoothing": 0.1, "self_label_students": 2}
+              "self_label_smoothing": 0.1, "self_label_students": 3}
     config, record = apply_recipe(RunConfig(method="n2d"), N2D, (28, 28, 1), 10_000, 10)
     assert record["options"] == recipe
-    # two students up to 20,000 images; MNIST-70k's run would take 25 more minutes with them
-    assert apply_recipe(RunConfig(method="n2d"), N2D, (28, 28, 1), 20_000, 10)[0].self_label_students == 2
+    # three students up to 20,000 images; MNIST-70k's run would take 20 more minutes with them
+    assert apply_recipe(RunConfig(method="n2d"), N2D, (28, 28, 1), 20_000, 10)[0].self_label_students == 3
     large, record = apply_recipe(RunConfig(method="n2d"), N2D, (28, 28, 1), 70_000, 10)
     assert large.self_label_students is None and "self_label_students" not in record["options"]
     assert N2D().self_label_students == 0
@@ -208,7 +209,7 @@ def test_the_small_grey_recipe_turns_it_on_from_5000_images_unless_the_user_says
     config, record = apply_recipe(flat, N2D, (28, 28, 1), 10_000, 10)
     assert (config.self_label_schedule, config.self_label_epochs) == ("constant", 10)
     assert record["options"] == {"self_label_rounds": 1, "self_label_smoothing": 0.1,
-                                 "self_label_students": 2}
+                                 "self_label_students": 3}
     n2d = N2D()
     assert (n2d.self_label_schedule, n2d.self_label_epochs, n2d.self_label_smoothing) == ("constant", 10, 0)
 
