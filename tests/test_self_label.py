@@ -193,7 +193,7 @@ def test_the_small_grey_recipe_turns_it_on_from_5000_images_unless_the_user_says
               "self_label_smoothing": 0.1, "self_label_students": 3}
     config, record = apply_recipe(RunConfig(method="n2d"), N2D, (28, 28, 1), 10_000, 10)
     assert record["options"] == recipe
-    # three students up to 20,000 images; MNIST-70k's run would take 20 more minutes with them
+    # three students up to 20,000 images; MNIST-70k's run would take ~25 more minutes with them
     assert apply_recipe(RunConfig(method="n2d"), N2D, (28, 28, 1), 20_000, 10)[0].self_label_students == 3
     large, record = apply_recipe(RunConfig(method="n2d"), N2D, (28, 28, 1), 70_000, 10)
     assert large.self_label_students is None and "self_label_students" not in record["options"]
