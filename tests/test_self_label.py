@@ -110,6 +110,9 @@ def test_the_cosine_schedule_starts_each_round_at_its_rate_and_ends_near_zero(to
     assert {row["lr"] for row in constant.history_} == {1e-3}  # the default without a schedule
 
 
+_NETWORK = SelfLabel._network  # the real one, which the student test counts calls to
+
+
 def test_a_student_is_a_fresh_network_that_learns_every_images_label(toy, one_torch_thread, monkeypatch):
     X, y = toy
     proba, features = _noisy_proba(y, 0.2), _embedding(y)
@@ -129,8 +132,6 @@ def test_a_student_is_a_fresh_network_that_learns_every_images_label(toy, one_to
     again = SelfLabel(**params, students=1, random_state=3).fit(X, proba, features)
     assert np.array_equal(again.proba_, student.proba_)
 
-
-_NETWORK = SelfLabel._network
 
 
 @pytest.mark.parametrize(("params", "match"), [({"rounds": 0}, "rounds"), ({"fraction": 1.5}, "fraction"),

@@ -59,9 +59,9 @@ class N2D(DeepClusterer):
         # "Self-labelling: a longer round, a cosine schedule and label smoothing"); 10 flat epochs at 1e-3
         # gave MNIST-test 0.956, USPS 0.968. Then three students, each a fresh convnet on every image's
         # label from the one before (RESULTS.md, "Self-labelling: students on every image"): MNIST-test
-        # 0.977 -> 0.982 -> 0.984 -> 0.985. Each costs what the round costs (~1 min on MNIST-test), so sets
-        # above 20,000 images go without: on MNIST-70k three would add ~25 min to a 27-min run that
-        # reaches 0.988 without them.
+        # 0.977 -> 0.982 -> 0.984 -> 0.985. Each costs what the round costs (~100 s on MNIST-test, one
+        # thread), so sets above 20,000 images go without: on MNIST-70k three would add ~25 min to a
+        # 27-min run that reaches 0.988 without them.
         SMALL_GREY: Recipe({"self_label_rounds": 1, "self_label_epochs": 30, "self_label_schedule": "cosine",
                             "self_label_smoothing": 0.1, "self_label_students": UpTo(20_000, 3)},
                            "N2D's defaults + 1 round of self-labelling (30 epochs, cosine schedule, label "
